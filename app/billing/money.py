@@ -1,0 +1,68 @@
+"""Amounts, rounding and formatting. Nothing else multiplies prices or formats currency.
+
+Amounts are integers in the currency's minor unit (`*_cents`); hourly prices are Decimals
+with up to 6 places. Rounding is half-even, once per line.
+"""
+
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+
+from babel.numbers import format_currency, get_currency_precision
+from flask import current_app, has_app_context
+
+SECONDS_PER_HOUR = Decimal(3600)
+
+
+class InvalidAmount(ValueError):
+    """A person typed something that is not an amount of money."""
+
+
+def _currency() -> str:
+    return current_app.config["CURRENCY"] if has_app_context() else "usd"
+
+
+def _locale() -> str:
+    return current_app.config["LOCALE"] if has_app_context() else "en_US"
+
+
+def minor_unit_factor(currency: str | None = None) -> int:
+    return 10 ** get_currency_precision((currency or _currency()).upper())
+
+
+def to_decimal(cents: int, currency: str | None = None) -> Decimal:
+    return Decimal(cents) / minor_unit_factor(currency)
+
+
+def format_money(cents: int | None, currency: str | None = None) -> str:
+    currency = (currency or _currency()).upper()
+    return format_currency(to_decimal(cents or 0, currency), currency, locale=_locale())
+
+
+def parse_amount(text: str, currency: str | None = None) -> int:
+    """'25', '25.00', '1,250.50' → minor units. Refuses negatives, NaN and sub-cent precision."""
+    cleaned = (text or "").strip().replace(",", "").replace(" ", "")
+    try:
+        value = Decimal(cleaned)
+    except InvalidOperation:
+        raise InvalidAmount(f"{text!r} is not an amount") from None
+    if not value.is_finite() or value < 0:
+        raise InvalidAmount("Enter a positive amount")
+    scaled = value * minor_unit_factor(currency)
+    if scaled != scaled.to_integral_value():
+        raise InvalidAmount("Too many decimal places")
+    return int(scaled)
+
+
+def round_cents(amount_major_units: Decimal, currency: str | None = None) -> int:
+    """Round an exact amount in major units (e.g. dollars) to minor units, half-even."""
+    scaled = amount_major_units * minor_unit_factor(currency)
+    return int(scaled.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+
+
+def usage_amount_cents(hourly_price: Decimal, seconds: int, currency: str | None = None) -> int:
+    """One invoice line: hourly price × hours, rounded half-even once."""
+    return round_cents(Decimal(hourly_price) * Decimal(seconds) / SECONDS_PER_HOUR, currency)
+
+
+def tax_cents(subtotal_cents: int, rate: Decimal) -> int:
+    """Tax on the subtotal, rounded half-even once."""
+    return int((Decimal(subtotal_cents) * Decimal(rate)).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))

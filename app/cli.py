@@ -1,0 +1,49 @@
+"""Flask CLI commands: `flask --app wsgi <command>`."""
+
+import click
+from flask import Flask, current_app
+
+from app import accounts
+from app.extensions import db
+from app.migrate import upgrade_database
+
+
+def register_cli(app: Flask) -> None:
+    @app.cli.command("db-upgrade")
+    def db_upgrade():
+        """Apply Alembic migrations to DATABASE_URL."""
+        upgrade_database(current_app.config["DATABASE_URL"])
+        click.echo("database is at head")
+
+    @app.cli.command("create-admin")
+    @click.option("--email", prompt=True)
+    @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
+    def create_admin(email: str, password: str):
+        """Create an admin account."""
+        if len(password) < accounts.MIN_PASSWORD_LENGTH:
+            raise click.ClickException(f"password must have at least {accounts.MIN_PASSWORD_LENGTH} characters")
+        try:
+            accounts.create_user(db.session, email, password, is_admin=True)
+        except accounts.EmailTaken:
+            raise click.ClickException(f"{email} already has an account") from None
+        click.echo(f"admin {email} created")
+
+    @app.cli.command("serve-embedded")
+    @click.option("--host", default="127.0.0.1")
+    @click.option("--port", default=5000, type=int)
+    def serve_embedded(host: str, port: int):
+        """Embedded default: serve the app with in-process jobs and the periodic scheduler thread."""
+        from jobs.schedule import start_inline_scheduler
+
+        app = current_app._get_current_object()
+        if app.config["JOBS_MODE"] == "inline":
+            start_inline_scheduler(app)
+        app.run(host=host, port=port, threaded=True, use_reloader=False)
+
+    @app.cli.command("seed-demo")
+    def seed_demo_command():
+        """Load demo data (idempotent): an admin, a customer, plans, a voucher."""
+        from app.demo import seed_demo
+
+        for line in seed_demo(db.session):
+            click.echo(line)

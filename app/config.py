@@ -1,0 +1,110 @@
+"""Settings from the environment, in one place.
+
+`load_config()` is called by `create_app()`; nothing reads the environment at import time.
+Defaults describe the embedded development setup (SQLite, in-process jobs, local Stripe emulator).
+"""
+
+import os
+import secrets
+from dataclasses import dataclass
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def _bool(name: str, default: bool) -> bool:
+    value = _env(name)
+    if value is None:
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _int(name: str, default: int) -> int:
+    value = _env(name)
+    return int(value) if value is not None else default
+
+
+@dataclass(frozen=True)
+class Setting:
+    env: str
+    default: str
+    description: str
+
+
+# Documented in the README's configuration table (kept in sync by tests/unit/test_config.py).
+SETTINGS = [
+    Setting("SECRET_KEY", "random per process", "Flask session/CSRF signing key. Required in production."),
+    Setting("DATABASE_URL", "sqlite:///instance/paydesk.sqlite3", "SQLAlchemy URL; PostgreSQL in production."),
+    Setting("REDIS_URL", "(unset)", "Redis for RQ jobs and rate limits. Unset = jobs run in-process."),
+    Setting("JOBS_MODE", "rq if REDIS_URL else inline", "`rq` enqueues to Redis; `inline` runs jobs in a background thread."),
+    Setting("BASE_URL", "http://127.0.0.1:5000", "Public URL of the portal, for links in emails and Stripe redirects built by jobs."),
+    Setting("CURRENCY", "usd", "ISO currency of this installation (amounts are integers in its minor unit)."),
+    Setting("LOCALE", "en_US", "Babel locale for formatting amounts and dates."),
+    Setting("STRIPE_API_KEY", "sk_test_paydesk", "Stripe secret key."),
+    Setting("STRIPE_API_BASE", "(Stripe)", "Stripe API base URL; the local emulator in development and tests."),
+    Setting("STRIPE_WEBHOOK_SECRET", "whsec_paydesk_dev", "Secret that signs Stripe webhooks."),
+    Setting("TOPUP_MIN_CENTS", "500", "Smallest balance top-up, in minor units."),
+    Setting("TOPUP_MAX_CENTS", "500000", "Largest balance top-up, in minor units."),
+    Setting("VAT_RATE", "0", "Default VAT rate as a decimal fraction, e.g. 0.19."),
+    Setting("GRACE_PERIOD_DAYS", "92", "Days an invoice may stay unpaid before deployments are marked for deletion."),
+    Setting("DELETION_WARNING_DAYS", "14", "Days before deletion that the customer is warned."),
+    Setting("PLATFORM_API_TOKEN", "dev-platform-token", "Bearer token the provisioning platform uses for /api/v1."),
+    Setting("PLATFORM_WEBHOOK_URL", "(unset)", "Optional URL told about deployments marked for deletion."),
+    Setting("PLATFORM_WEBHOOK_SECRET", "(unset)", "Secret that signs the outgoing platform webhook."),
+    Setting("MAIL_BACKEND", "console", "`smtp` or `console` (prints emails to the log)."),
+    Setting("SMTP_HOST", "127.0.0.1", "SMTP server host."),
+    Setting("SMTP_PORT", "25", "SMTP server port."),
+    Setting("SMTP_USERNAME", "(unset)", "SMTP login, if the server needs one."),
+    Setting("SMTP_PASSWORD", "(unset)", "SMTP password."),
+    Setting("SMTP_STARTTLS", "false", "Use STARTTLS."),
+    Setting("MAIL_FROM", "Paydesk <billing@paydesk.local>", "Sender of every email."),
+    Setting("SELLER_NAME", "Paydesk Cloud Ltd.", "Seller name printed on invoices."),
+    Setting("SELLER_ADDRESS", "1 Server Street, Berlin", "Seller address printed on invoices."),
+    Setting("RATELIMIT_STORAGE_URI", "REDIS_URL or memory://", "Flask-Limiter storage."),
+    Setting("SESSION_COOKIE_SECURE", "true unless BASE_URL is http", "Send the session cookie over HTTPS only."),
+]
+
+
+def load_config() -> dict:
+    """Read the environment once and return a Flask config mapping."""
+    database_url = _env("DATABASE_URL", "sqlite:///instance/paydesk.sqlite3")
+    redis_url = _env("REDIS_URL")
+    base_url = _env("BASE_URL", "http://127.0.0.1:5000").rstrip("/")
+    return {
+        "SECRET_KEY": _env("SECRET_KEY") or secrets.token_hex(32),
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "JOBS_MODE": _env("JOBS_MODE", "rq" if redis_url else "inline"),
+        "BASE_URL": base_url,
+        "CURRENCY": _env("CURRENCY", "usd").lower(),
+        "LOCALE": _env("LOCALE", "en_US"),
+        "STRIPE_API_KEY": _env("STRIPE_API_KEY", "sk_test_paydesk"),
+        "STRIPE_API_BASE": _env("STRIPE_API_BASE"),
+        "STRIPE_WEBHOOK_SECRET": _env("STRIPE_WEBHOOK_SECRET", "whsec_paydesk_dev"),
+        "TOPUP_MIN_CENTS": _int("TOPUP_MIN_CENTS", 500),
+        "TOPUP_MAX_CENTS": _int("TOPUP_MAX_CENTS", 500_000),
+        "VAT_RATE": _env("VAT_RATE", "0"),
+        "GRACE_PERIOD_DAYS": _int("GRACE_PERIOD_DAYS", 92),
+        "DELETION_WARNING_DAYS": _int("DELETION_WARNING_DAYS", 14),
+        "PLATFORM_API_TOKEN": _env("PLATFORM_API_TOKEN", "dev-platform-token"),
+        "PLATFORM_WEBHOOK_URL": _env("PLATFORM_WEBHOOK_URL"),
+        "PLATFORM_WEBHOOK_SECRET": _env("PLATFORM_WEBHOOK_SECRET"),
+        "MAIL_BACKEND": _env("MAIL_BACKEND", "console"),
+        "SMTP_HOST": _env("SMTP_HOST", "127.0.0.1"),
+        "SMTP_PORT": _int("SMTP_PORT", 25),
+        "SMTP_USERNAME": _env("SMTP_USERNAME"),
+        "SMTP_PASSWORD": _env("SMTP_PASSWORD"),
+        "SMTP_STARTTLS": _bool("SMTP_STARTTLS", False),
+        "MAIL_FROM": _env("MAIL_FROM", "Paydesk <billing@paydesk.local>"),
+        "SELLER_NAME": _env("SELLER_NAME", "Paydesk Cloud Ltd."),
+        "SELLER_ADDRESS": _env("SELLER_ADDRESS", "1 Server Street, Berlin"),
+        "RATELIMIT_STORAGE_URI": _env("RATELIMIT_STORAGE_URI", redis_url or "memory://"),
+        "SESSION_COOKIE_SECURE": _bool("SESSION_COOKIE_SECURE", base_url.startswith("https://")),
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "REMEMBER_COOKIE_SECURE": _bool("SESSION_COOKIE_SECURE", base_url.startswith("https://")),
+        "REMEMBER_COOKIE_HTTPONLY": True,
+        "WTF_CSRF_TIME_LIMIT": None,
+    }

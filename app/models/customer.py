@@ -1,0 +1,61 @@
+from datetime import datetime
+
+from flask_login import UserMixin
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base, UTCDateTime, utcnow
+
+
+class User(UserMixin, Base):
+    """A person who logs in: a customer, or an admin (role).
+
+    Customer-scoped rows reference `users.id` as `customer_id`. The cached balances are
+    maintained only by app.billing.ledger in the same transaction as the ledger entry;
+    they always equal the sum of the customer's ledger entries per account.
+    """
+
+    __tablename__ = "users"
+    __table_args__ = (
+        CheckConstraint("cash_balance_cents >= 0", name="cash_not_negative"),
+        CheckConstraint("voucher_balance_cents >= 0", name="voucher_not_negative"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    # billing profile (printed on invoices)
+    name: Mapped[str | None] = mapped_column(String(200))
+    company: Mapped[str | None] = mapped_column(String(200))
+    address: Mapped[str | None] = mapped_column(Text)
+    country: Mapped[str | None] = mapped_column(String(2))
+    vat_id: Mapped[str | None] = mapped_column(String(40))
+
+    # cached balances, minor units
+    cash_balance_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+    voucher_balance_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    # blocks deploying (SPEC §9): an admin hold, or an open card dispute
+    on_hold: Mapped[bool] = mapped_column(Boolean, default=False)
+    hold_reason: Mapped[str | None] = mapped_column(Text)
+    disputed: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    @property
+    def role(self) -> str:
+        return "admin" if self.is_admin else "customer"
+
+
+class PasswordResetToken(Base):
+    """A one-time reset token; only its SHA-256 is stored."""
+
+    __tablename__ = "password_reset_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,1 @@
+"""Reminders, deletion schedule and holds (dunning issue)."""

@@ -1,0 +1,120 @@
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Integer,
+    Numeric,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.models.base import Base, UTCDateTime, utcnow
+
+INVOICE_STATES = ("draft", "open", "paid", "void", "uncollectible")
+PAYMENT_SOURCES = ("voucher", "cash", "card", "bank_transfer", "credit_note")
+
+
+class Invoice(Base):
+    """An invoice. Once issued (state != draft) its lines, totals and number never change;
+    only `state`, `paid_cents` and the state timestamps move (see app.billing.invoices)."""
+
+    __tablename__ = "invoices"
+    __table_args__ = (
+        UniqueConstraint("customer_id", "billing_period"),
+        UniqueConstraint("number_year", "number_seq"),
+        CheckConstraint("state IN ('draft', 'open', 'paid', 'void', 'uncollectible')", name="state"),
+        CheckConstraint("paid_cents >= 0 AND paid_cents <= total_cents", name="paid_range"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    state: Mapped[str] = mapped_column(String(16), default="draft", index=True)
+    number: Mapped[str | None] = mapped_column(String(20), unique=True)
+    number_year: Mapped[int | None] = mapped_column(Integer)
+    number_seq: Mapped[int | None] = mapped_column(Integer)
+    # "2026-10" for the monthly usage invoice of October 2026; NULL for hand-made invoices.
+    billing_period: Mapped[str | None] = mapped_column(String(7))
+    period_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    period_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    currency: Mapped[str] = mapped_column(String(3))
+    subtotal_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+    tax_rate: Mapped[Decimal] = mapped_column(Numeric(6, 4), default=Decimal("0"))
+    tax_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+    total_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+    paid_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+    # buyer details, frozen at issue time
+    buyer_name: Mapped[str | None] = mapped_column(String(200))
+    buyer_company: Mapped[str | None] = mapped_column(String(200))
+    buyer_address: Mapped[str | None] = mapped_column(String(1000))
+    buyer_country: Mapped[str | None] = mapped_column(String(2))
+    buyer_vat_id: Mapped[str | None] = mapped_column(String(40))
+    buyer_email: Mapped[str | None] = mapped_column(String(254))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    issued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    voided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    lines: Mapped[list["InvoiceLine"]] = relationship(
+        back_populates="invoice", order_by="InvoiceLine.position", cascade="all, delete-orphan"
+    )
+    payments: Mapped[list["InvoicePayment"]] = relationship(
+        back_populates="invoice", order_by="InvoicePayment.id"
+    )
+
+    @property
+    def amount_due_cents(self) -> int:
+        return self.total_cents - self.paid_cents
+
+
+class InvoiceLine(Base):
+    __tablename__ = "invoice_lines"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    description: Mapped[str] = mapped_column(String(300))
+    plan_name: Mapped[str | None] = mapped_column(String(120))
+    deployment_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    seconds: Mapped[int | None] = mapped_column(BigInteger)
+    hourly_price: Mapped[Decimal | None] = mapped_column(Numeric(18, 6))
+    amount_cents: Mapped[int] = mapped_column(BigInteger)
+
+    invoice: Mapped[Invoice] = relationship(back_populates="lines")
+
+
+class InvoicePayment(Base):
+    """Money applied to an invoice, per source. Append-only."""
+
+    __tablename__ = "invoice_payments"
+    __table_args__ = (
+        CheckConstraint(
+            "source IN ('voucher', 'cash', 'card', 'bank_transfer', 'credit_note')", name="source"
+        ),
+        CheckConstraint("amount_cents > 0", name="positive"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id"), index=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    source: Mapped[str] = mapped_column(String(16))
+    amount_cents: Mapped[int] = mapped_column(BigInteger)
+    ledger_entry_id: Mapped[int | None] = mapped_column(ForeignKey("ledger_entries.id"), unique=True)
+    charge_attempt_id: Mapped[int | None] = mapped_column(ForeignKey("charge_attempts.id"), unique=True)
+    payment_intent_id: Mapped[str | None] = mapped_column(String(120))
+    reference: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    invoice: Mapped[Invoice] = relationship(back_populates="payments")
+
+
+class InvoiceNumberCounter(Base):
+    """Last number used per year; incremented under a row lock so numbers are gapless."""
+
+    __tablename__ = "invoice_number_counters"
+
+    year: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last_seq: Mapped[int] = mapped_column(Integer, default=0)

@@ -1,0 +1,1 @@
+"""Processed Stripe events, top-ups and disputes (Stripe issue)."""

@@ -1,0 +1,1 @@
+"""Plans, price versions, deployments and lifecycle events (usage issue)."""

@@ -1,0 +1,1 @@
+"""Vouchers and redemptions (vouchers issue)."""

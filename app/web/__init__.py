@@ -1,0 +1,44 @@
+"""Blueprints by audience, error pages and template helpers."""
+
+from flask import Flask, render_template
+
+from app.billing.money import format_money
+from app.extensions import db, login_manager
+from app.models import User
+from app.web.helpers import is_htmx
+
+
+@login_manager.user_loader
+def _load_user(user_id: str) -> User | None:
+    return db.session.get(User, int(user_id))
+
+
+def register_web(app: Flask) -> None:
+    from app.web.admin import bp as admin_bp
+    from app.web.api import bp as api_bp
+    from app.web.auth import bp as auth_bp
+    from app.web.customer import bp as customer_bp
+    from app.web.health import bp as health_bp
+    from app.web.stripe import bp as stripe_bp
+
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(customer_bp)
+    app.register_blueprint(admin_bp, url_prefix="/admin")
+    app.register_blueprint(api_bp, url_prefix="/api/v1")
+    app.register_blueprint(stripe_bp, url_prefix="/stripe")
+    app.register_blueprint(health_bp)
+
+    app.jinja_env.filters["money"] = lambda cents: format_money(cents)
+    app.jinja_env.globals["is_htmx"] = is_htmx
+    app.jinja_env.globals["has_endpoint"] = lambda endpoint: endpoint in app.view_functions
+
+    for code in (400, 403, 404, 429, 500):
+        app.register_error_handler(code, _error_page(code))
+
+
+def _error_page(code: int):
+    def handler(error):
+        description = getattr(error, "description", None)
+        return render_template("errors/error.html", code=code, description=description), code
+
+    return handler

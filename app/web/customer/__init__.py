@@ -1,0 +1,14 @@
+"""Customer pages, one module per feature, all on the `customer` blueprint."""
+
+from flask import Blueprint
+
+bp = Blueprint("customer", __name__)
+
+from app.web.customer import (  # noqa: E402,F401  (modules attach their routes to bp)
+    balance,
+    cards,
+    dashboard,
+    deployments,
+    invoices,
+    vouchers,
+)

@@ -1,0 +1,3 @@
+"""Balance top-up pages (Stripe issue)."""
+
+from app.web.customer import bp  # noqa: F401

@@ -1,0 +1,3 @@
+"""Invoice pages (money-core issue)."""
+
+from app.web.customer import bp  # noqa: F401

@@ -1,0 +1,3 @@
+"""Voucher redemption (vouchers issue)."""
+
+from app.web.customer import bp  # noqa: F401

@@ -1,0 +1,48 @@
+"""How job functions get an app context and a database session.
+
+Inside the web process (inline mode, tests) the current app is reused; in an `rq worker`
+process an app is created once from the environment.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from flask import Flask, current_app, has_app_context
+from sqlalchemy.orm import Session
+
+_worker_app: Flask | None = None
+
+
+def worker_app() -> Flask:
+    global _worker_app
+    if _worker_app is None:
+        from app import create_app
+
+        _worker_app = create_app()
+    return _worker_app
+
+
+@contextmanager
+def job_session() -> Iterator[Session]:
+    """A fresh Session for one job, inside an app context; always closed."""
+    from app.extensions import db
+
+    if has_app_context():
+        session = db.new_session()
+        try:
+            yield session
+        finally:
+            session.close()
+        return
+    with worker_app().app_context():
+        session = db.new_session()
+        try:
+            yield session
+        finally:
+            session.close()
+
+
+def app_config(key: str):
+    if has_app_context():
+        return current_app.config[key]
+    return worker_app().config[key]

@@ -1,0 +1,44 @@
+from decimal import Decimal
+
+import pytest
+
+from app.billing.money import InvalidAmount, format_money, parse_amount, tax_cents, usage_amount_cents
+
+pytestmark = pytest.mark.unit
+
+
+def test_format_money_uses_babel_for_the_currency():
+    assert format_money(123456, "usd") == "$1,234.56"
+    assert format_money(-500, "usd") == "-$5.00"
+    assert format_money(1000, "jpy") == "¥1,000"
+
+
+@pytest.mark.parametrize(
+    "text, cents", [("25", 2500), ("25.5", 2550), ("1,250.05", 125005), (" 0.01 ", 1)]
+)
+def test_parse_amount_accepts_what_people_type(text, cents):
+    assert parse_amount(text, "usd") == cents
+
+
+@pytest.mark.parametrize("text", ["", "abc", "-5", "1.001", "NaN", "inf"])
+def test_parse_amount_refuses_nonsense(text):
+    with pytest.raises(InvalidAmount):
+        parse_amount(text, "usd")
+
+
+def test_line_amount_rounds_half_even_once():
+    # 0.0125/h for one hour is 1.25 cents: half-even gives 1, 0.0375 gives 4 (3.75 → 4)
+    assert usage_amount_cents(Decimal("0.0125"), 3600, "usd") == 1
+    assert usage_amount_cents(Decimal("0.0135"), 3600, "usd") == 1
+    assert usage_amount_cents(Decimal("0.0375"), 3600, "usd") == 4
+    # exactly half a cent rounds to even: 0.005 → 0, 0.015 → 2
+    assert usage_amount_cents(Decimal("0.005"), 3600, "usd") == 0
+    assert usage_amount_cents(Decimal("0.015"), 3600, "usd") == 2
+    # 90 minutes at 0.123456/h = 0.185184 → 19 cents
+    assert usage_amount_cents(Decimal("0.123456"), 5400, "usd") == 19
+
+
+def test_tax_is_rounded_once_on_the_subtotal():
+    assert tax_cents(1005, Decimal("0.19")) == 191  # 190.95 → 191
+    assert tax_cents(250, Decimal("0.1")) == 25
+    assert tax_cents(25, Decimal("0.1")) == 2  # 2.5 → 2 (half-even)

@@ -4,6 +4,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from app.models import PasswordResetToken, User
+from app.models.base import utcnow
 from tests.conftest import get_csrf, login
 
 pytestmark = pytest.mark.integration
@@ -128,7 +129,7 @@ def test_expired_reset_token_is_refused(client, session, factory, app):
 
     factory.customer(email="a@example.com")
     _, token = accounts.create_reset_token(session, "a@example.com")
-    session.execute(update(PasswordResetToken).values(expires_at=PasswordResetToken.expires_at - timedelta(hours=2)))
+    session.execute(update(PasswordResetToken).values(expires_at=utcnow() - timedelta(minutes=1)))
     session.commit()
     form_token = get_csrf(client, f"/password/reset/{token}")
     response = client.post(
@@ -178,3 +179,12 @@ def test_cli_creates_an_admin(app, session):
     result = runner.invoke(args=["create-admin", "--email", "boss@example.com", "--password", "boss-password-1"])
     assert result.exit_code == 0, result.output
     assert session.scalar(select(User.is_admin).where(User.email == "boss@example.com")) is True
+
+
+def test_htmx_requests_carry_the_csrf_token_in_a_header(client, factory):
+    factory.customer(email="a@example.com")
+    login(client, "a@example.com")
+    token = get_csrf(client, "/dashboard")
+    response = client.post("/logout", headers={"X-CSRFToken": token, "HX-Request": "true"})
+    assert response.status_code == 303
+    assert client.get("/dashboard").status_code == 302

@@ -1,1 +1,94 @@
-"""Processed Stripe events, top-ups and disputes (Stripe issue)."""
+"""Processed Stripe events, top-ups, disputes and cash refunds (Stripe issue)."""
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base, UTCDateTime, utcnow
+
+
+class StripeEvent(Base):
+    """One row per Stripe event id ever applied (webhook or reconciliation).
+
+    Inserted *first*, in the same transaction as the event's effects: the primary key makes a
+    concurrent duplicate wait and then do nothing, so every event is applied exactly once.
+    """
+
+    __tablename__ = "stripe_events"
+
+    id: Mapped[str] = mapped_column(String(120), primary_key=True)
+    type: Mapped[str] = mapped_column(String(80))
+    created: Mapped[int] = mapped_column(BigInteger, index=True)  # Stripe's unix timestamp
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    source: Mapped[str] = mapped_column(String(16), default="webhook")  # webhook | reconcile
+    processed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Topup(Base):
+    """A balance top-up paid through Checkout, recorded once per payment intent when credited."""
+
+    __tablename__ = "topups"
+    __table_args__ = (
+        CheckConstraint("amount_cents > 0", name="positive"),
+        CheckConstraint("refunded_cents >= 0 AND refunded_cents <= amount_cents", name="refunded_range"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    payment_intent_id: Mapped[str] = mapped_column(String(120), unique=True)
+    checkout_session_id: Mapped[str | None] = mapped_column(String(120))
+    amount_cents: Mapped[int] = mapped_column(BigInteger)
+    refunded_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+    ledger_entry_id: Mapped[int | None] = mapped_column(ForeignKey("ledger_entries.id"))
+    disputed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @property
+    def refundable_cents(self) -> int:
+        return self.amount_cents - self.refunded_cents
+
+
+class PaymentDispute(Base):
+    """A card dispute (chargeback). While one is open, the customer is flagged (`users.disputed`)."""
+
+    __tablename__ = "payment_disputes"
+
+    id: Mapped[str] = mapped_column(String(120), primary_key=True)  # Stripe dispute id
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    charge_id: Mapped[str | None] = mapped_column(String(120))
+    payment_intent_id: Mapped[str | None] = mapped_column(String(120), index=True)
+    amount_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+    status: Mapped[str] = mapped_column(String(40))
+    reason: Mapped[str | None] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class CashRefund(Base):
+    """Part of an admin refund of unspent cash: one Stripe refund against one top-up.
+
+    Written (with its negative cash ledger entry) and committed *before* Stripe is called; the
+    Stripe call uses `idempotency_key`, so a retry never refunds twice.
+    status: pending → succeeded | failed (failed parts are credited back to the cash balance).
+    """
+
+    __tablename__ = "cash_refunds"
+    __table_args__ = (
+        CheckConstraint("amount_cents > 0", name="positive"),
+        CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    topup_id: Mapped[int] = mapped_column(ForeignKey("topups.id"), index=True)
+    payment_intent_id: Mapped[str] = mapped_column(String(120))
+    amount_cents: Mapped[int] = mapped_column(BigInteger)
+    request_key: Mapped[str] = mapped_column(String(120), index=True)
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    reason: Mapped[str] = mapped_column(Text)
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    stripe_refund_id: Mapped[str | None] = mapped_column(String(120))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -7,10 +7,16 @@ the original request instead of charging again. The SDK's own retries are off: r
 caller's decision, always with the same key.
 """
 
+import json
+import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import stripe
 from flask import current_app
+
+log = logging.getLogger(__name__)
+WEBHOOK_TOLERANCE_SECONDS = 300
 
 
 class PaymentError(Exception):
@@ -45,6 +51,36 @@ class PaymentRequestInvalid(PaymentError):
     """Stripe refused the request itself (bad parameters, unknown object, idempotency clash)."""
 
     code = "invalid_request"
+
+
+class PaymentProviderUnavailable(PaymentError):
+    """Stripe did not answer (or answered 5xx) a call that moves no money: nothing happened; try again."""
+
+    code = "provider_unavailable"
+
+
+class InvalidWebhook(Exception):
+    """Missing or wrong Stripe-Signature, stale timestamp, or a body that is not an event."""
+
+
+UNAVAILABLE_MESSAGE = "Our payment provider is not reachable right now. Nothing was charged; please try again in a minute."
+
+
+@dataclass(frozen=True)
+class CheckoutSession:
+    id: str
+    url: str
+
+
+@dataclass(frozen=True)
+class PaymentMethodInfo:
+    id: str
+    customer: str | None
+    fingerprint: str
+    brand: str
+    last4: str
+    exp_month: int
+    exp_year: int
 
 
 @dataclass(frozen=True)
@@ -122,3 +158,156 @@ def retrieve_payment_intent(payment_intent_id: str):
         return stripe_client().v1.payment_intents.retrieve(payment_intent_id)
     except stripe.StripeError as exc:
         raise translate_stripe_error(exc) from exc
+
+
+# ------------------------------------------------------------------ non-charge calls ---
+def _call(fn, *args, **kwargs):
+    """Run one SDK call; Stripe errors become domain errors (no money moves in these calls,
+    so a timeout is simply "unavailable": nothing to reconcile)."""
+    try:
+        return fn(*args, **kwargs)
+    except (stripe.APIConnectionError, stripe.APIError, stripe.RateLimitError) as exc:
+        log.warning("stripe unavailable: %s", exc)
+        raise PaymentProviderUnavailable(UNAVAILABLE_MESSAGE) from exc
+    except stripe.StripeError as exc:
+        raise translate_stripe_error(exc) from exc
+
+
+def _plain(obj) -> dict:
+    return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
+
+
+def create_customer(*, email: str, name: str | None, customer_id: int, idempotency_key: str) -> str:
+    """Create the Stripe customer for a Paydesk customer; returns its id (cus_…)."""
+    params = {"email": email, "metadata": {"paydesk_customer_id": str(customer_id)}}
+    if name:
+        params["name"] = name
+    created = _call(
+        stripe_client().v1.customers.create, params=params, options={"idempotency_key": idempotency_key}
+    )
+    return created.id
+
+
+def delete_customer(stripe_customer_id: str) -> None:
+    """Best effort: remove a Stripe customer that lost a creation race (never stored by us)."""
+    try:
+        stripe_client().v1.customers.delete(stripe_customer_id)
+    except stripe.StripeError:
+        log.warning("could not delete orphan Stripe customer %s", stripe_customer_id, exc_info=True)
+
+
+def create_checkout_session(
+    *,
+    mode: str,
+    stripe_customer_id: str,
+    success_url: str,
+    cancel_url: str,
+    currency: str,
+    amount_cents: int | None = None,
+    description: str | None = None,
+    metadata: dict[str, str] | None = None,
+) -> CheckoutSession:
+    """A Checkout session in `setup` mode (save a card) or `payment` mode (one top-up payment).
+    The URLs come from the server (never from the request)."""
+    params: dict = {
+        "mode": mode,
+        "customer": stripe_customer_id,
+        "success_url": success_url,
+        "cancel_url": cancel_url,
+        "payment_method_types": ["card"],
+        "metadata": metadata or {},
+    }
+    if mode == "setup":
+        params["setup_intent_data"] = {"metadata": metadata or {}}
+    else:
+        params["line_items"] = [
+            {
+                "quantity": 1,
+                "price_data": {
+                    "currency": currency,
+                    "unit_amount": amount_cents,
+                    "product_data": {"name": description or "Balance top-up"},
+                },
+            }
+        ]
+        params["payment_intent_data"] = {"metadata": metadata or {}}
+    created = _call(stripe_client().v1.checkout.sessions.create, params=params)
+    return CheckoutSession(created.id, created.url)
+
+
+def retrieve_checkout_session(checkout_session_id: str) -> dict:
+    return _plain(_call(stripe_client().v1.checkout.sessions.retrieve, checkout_session_id))
+
+
+def retrieve_setup_intent(setup_intent_id: str) -> dict:
+    return _plain(_call(stripe_client().v1.setup_intents.retrieve, setup_intent_id))
+
+
+def payment_method_info(pm: dict) -> PaymentMethodInfo:
+    card = pm.get("card") or {}
+    return PaymentMethodInfo(
+        id=pm["id"],
+        customer=pm.get("customer"),
+        fingerprint=card.get("fingerprint") or "",
+        brand=card.get("brand") or "card",
+        last4=card.get("last4") or "????",
+        exp_month=int(card.get("exp_month") or 0),
+        exp_year=int(card.get("exp_year") or 0),
+    )
+
+
+def retrieve_payment_method(payment_method_id: str) -> PaymentMethodInfo:
+    return payment_method_info(_plain(_call(stripe_client().v1.payment_methods.retrieve, payment_method_id)))
+
+
+def detach_payment_method(payment_method_id: str) -> None:
+    """Detach a card from its Stripe customer. Already detached or unknown: nothing to do."""
+    try:
+        _call(stripe_client().v1.payment_methods.detach, payment_method_id)
+    except PaymentRequestInvalid:
+        log.info("payment method %s already detached or unknown", payment_method_id)
+
+
+def refund_payment(*, payment_intent_id: str, amount_cents: int, idempotency_key: str, metadata=None) -> str:
+    """Refund part of a payment; returns the Stripe refund id. Idempotent on the key.
+    Raises PaymentOutcomeUnknown on a timeout (ask again with the same key)."""
+    params = {"payment_intent": payment_intent_id, "amount": amount_cents, "metadata": metadata or {}}
+    try:
+        refund = stripe_client().v1.refunds.create(params=params, options={"idempotency_key": idempotency_key})
+    except stripe.StripeError as exc:
+        raise translate_stripe_error(exc) from exc
+    return refund.id
+
+
+def iter_events(created_gte: int | None = None) -> Iterator[dict]:
+    """Every event Stripe still has (optionally since `created_gte`), as plain dicts, any order."""
+    params: dict = {"limit": 100}
+    if created_gte is not None:
+        params["created"] = {"gte": created_gte}
+    page = _call(stripe_client().v1.events.list, params=params)
+    while True:
+        for event in page.data:
+            yield _plain(event)
+        if not page.has_more or not page.data:
+            return
+        page = _call(
+            stripe_client().v1.events.list, params={**params, "starting_after": page.data[-1].id}
+        )
+
+
+def verify_webhook(payload: bytes, signature_header: str | None, secret: str) -> dict:
+    """Check the Stripe-Signature (HMAC, 5-minute tolerance) and return the event as a dict."""
+    if not signature_header:
+        raise InvalidWebhook("missing Stripe-Signature header")
+    try:
+        stripe.Webhook.construct_event(payload, signature_header, secret, tolerance=WEBHOOK_TOLERANCE_SECONDS)
+        event = json.loads(payload)
+    except (stripe.SignatureVerificationError, ValueError) as exc:
+        raise InvalidWebhook(str(exc)) from exc
+    if not isinstance(event, dict) or not event.get("id") or not event.get("type"):
+        raise InvalidWebhook("not a Stripe event")
+    return event
+
+
+def retrieve_charge(charge_id: str) -> dict:
+    return _plain(_call(stripe_client().v1.charges.retrieve, charge_id))

@@ -1,5 +1,90 @@
 """Stripe endpoints: Checkout return URLs and the signed webhook."""
 
-from flask import Blueprint
+import logging
+
+from flask import Blueprint, current_app, flash, jsonify, redirect, request, url_for
+from flask_login import current_user
+
+from app.billing import cards, topups
+from app.billing.money import format_money
+from app.extensions import csrf, db
+from app.payments import gateway
+from app.payments.webhooks import apply_event
+from app.web.helpers import customer_required
 
 bp = Blueprint("stripe", __name__)
+log = logging.getLogger(__name__)
+
+
+def external_url(endpoint: str, **values) -> str:
+    """An absolute URL built by the server from BASE_URL (never from the request's Host header or
+    parameters), for Stripe Checkout's success and cancel URLs."""
+    return current_app.config["BASE_URL"] + url_for(endpoint, **values)
+
+
+def checkout_urls(kind: str) -> dict[str, str]:
+    """success/cancel URLs for a Checkout session; Stripe fills in {CHECKOUT_SESSION_ID}."""
+    return {
+        "success_url": external_url(f"stripe.{kind}_return") + "?session_id={CHECKOUT_SESSION_ID}",
+        "cancel_url": external_url(f"stripe.{kind}_cancel"),
+    }
+
+
+@bp.post("/webhook")
+@csrf.exempt
+def webhook():
+    try:
+        event = gateway.verify_webhook(
+            request.get_data(), request.headers.get("Stripe-Signature"), current_app.config["STRIPE_WEBHOOK_SECRET"]
+        )
+    except gateway.InvalidWebhook as exc:
+        log.warning("rejected Stripe webhook: %s", exc)
+        return jsonify(error="invalid signature"), 400
+    try:
+        applied = apply_event(db.session, event)
+    except gateway.PaymentError:
+        log.warning("Stripe event %s could not be applied now; Stripe will retry", event["id"], exc_info=True)
+        return jsonify(error="temporarily unavailable"), 503
+    return jsonify(received=True, duplicate=not applied), 200
+
+
+@bp.get("/checkout/card/return")
+@customer_required
+def card_return():
+    session_id = request.args.get("session_id", "")
+    try:
+        card = cards.add_card_from_checkout(db.session, current_user.id, session_id)
+    except cards.DuplicateCard as exc:
+        flash(str(exc), "info")
+    except (cards.CardError, gateway.PaymentError) as exc:
+        flash(str(exc), "error")
+    else:
+        flash(f"Card saved: {card.brand.title()} ending in {card.last4}.", "success")
+    return redirect(url_for("customer.cards"), 303)
+
+
+@bp.get("/checkout/card/cancel")
+@customer_required
+def card_cancel():
+    flash("Adding a card was cancelled. Nothing was saved.", "info")
+    return redirect(url_for("customer.cards"), 303)
+
+
+@bp.get("/checkout/topup/return")
+@customer_required
+def topup_return():
+    session_id = request.args.get("session_id", "")
+    try:
+        credited = topups.complete_topup_from_checkout(db.session, current_user.id, session_id)
+    except (topups.TopupError, gateway.PaymentError) as exc:
+        flash(str(exc), "error")
+    else:
+        flash(f"Thank you: {format_money(credited.topup.amount_cents)} was added to your balance.", "success")
+    return redirect(url_for("customer.balance"), 303)
+
+
+@bp.get("/checkout/topup/cancel")
+@customer_required
+def topup_cancel():
+    flash("The top-up was cancelled. Nothing was charged.", "info")
+    return redirect(url_for("customer.balance"), 303)

@@ -9,5 +9,6 @@ from app.web.admin import (  # noqa: E402,F401  (modules attach their routes to 
     home,
     invoices,
     pricing,
+    refunds,
     vouchers,
 )

@@ -1,0 +1,198 @@
+"""Applying Stripe events (from the signed webhook or the reconciliation job), exactly once.
+
+`apply_event` inserts the event id into `stripe_events` *first* and applies the handler in the
+same transaction: a concurrent duplicate blocks on the primary key, then finds the row and does
+nothing; a handler failure rolls back the event row too, so Stripe's retry (or the reconciler)
+applies it later. Handlers are idempotent anyway (ledger keys, unique payment-method ids), so
+out-of-order and repeated related events are harmless.
+"""
+
+import logging
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from app.billing import cards, topups
+from app.models import ChargeAttempt, User
+from app.models.base import utcnow
+from app.models.stripe_events import CashRefund, PaymentDispute, StripeEvent, Topup
+from app.payments import gateway
+from app.payments.customers import customer_id_for
+
+log = logging.getLogger(__name__)
+
+CLOSED_DISPUTE_CLEARS_FLAG = ("won", "warning_closed")
+
+
+def _id(value):
+    return value.get("id") if isinstance(value, dict) else value
+
+
+def apply_event(session: Session, event: dict, *, source: str = "webhook") -> bool:
+    """Record and apply one verified event. Returns False for an event already processed. Commits."""
+    obj = (event.get("data") or {}).get("object") or {}
+    stripe_customer = _id(obj.get("customer")) if obj.get("object") != "customer" else obj.get("id")
+    customer_id = customer_id_for(session, stripe_customer)
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    recorded = session.execute(
+        insert(StripeEvent)
+        .values(
+            id=event["id"],
+            type=event["type"],
+            created=int(event.get("created") or 0),
+            customer_id=customer_id,
+            source=source,
+            processed_at=utcnow(),
+        )
+        .on_conflict_do_nothing(index_elements=[StripeEvent.id])
+        .returning(StripeEvent.id)
+    ).scalar()
+    if recorded is None:
+        session.rollback()
+        return False
+    handler = HANDLERS.get(event["type"])
+    try:
+        if handler is not None:
+            handler(session, obj, customer_id)
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+    return True
+
+
+# ---------------------------------------------------------------- handlers ---
+def _record_card(session: Session, customer_id: int | None, setup_intent_id: str | None) -> None:
+    if customer_id is None or not setup_intent_id:
+        return
+    try:
+        pm = cards.payment_method_from_setup_intent(setup_intent_id)
+        cards.record_payment_method(session, customer_id, pm)
+    except (cards.DuplicateCard, cards.CardSetupIncomplete) as exc:
+        log.info("setup intent %s not recorded: %s", setup_intent_id, exc)
+
+
+def on_checkout_session_completed(session: Session, obj: dict, customer_id: int | None) -> None:
+    if obj.get("mode") == "setup":
+        _record_card(session, customer_id, _id(obj.get("setup_intent")))
+    elif obj.get("mode") == "payment":
+        topups.credit_from_checkout_session(session, obj)
+
+
+def on_setup_intent_succeeded(session: Session, obj: dict, customer_id: int | None) -> None:
+    _record_card(session, customer_id, obj.get("id"))
+
+
+def on_payment_intent_succeeded(session: Session, obj: dict, customer_id: int | None) -> None:
+    topups.credit_from_payment_intent(session, obj)
+
+
+def on_payment_intent_failed(session: Session, obj: dict, customer_id: int | None) -> None:
+    # Nothing to undo: a top-up is credited only on success, and settlement records its own
+    # charge attempts synchronously. Kept for the audit trail (the event row).
+    error = obj.get("last_payment_error") or {}
+    log.info("payment intent %s failed for customer %s: %s", obj.get("id"), customer_id, error.get("code"))
+
+
+def on_payment_method_detached(session: Session, obj: dict, customer_id: int | None) -> None:
+    cards.handle_payment_method_detached(session, obj["id"])
+
+
+def on_payment_method_updated(session: Session, obj: dict, customer_id: int | None) -> None:
+    if obj.get("card"):
+        cards.handle_payment_method_updated(session, gateway.payment_method_info(obj))
+
+
+def on_charge_refunded(session: Session, obj: dict, customer_id: int | None) -> None:
+    refunds = ((obj.get("refunds") or {}).get("data")) or []
+    ids = [r.get("id") for r in refunds if r.get("id")]
+    if ids:
+        session.execute(
+            update(CashRefund)
+            .where(CashRefund.stripe_refund_id.in_(ids), CashRefund.status == "pending")
+            .values(status="succeeded")
+        )
+    known = set(session.scalars(select(CashRefund.stripe_refund_id).where(CashRefund.stripe_refund_id.in_(ids))))
+    unknown = [i for i in ids if i not in known]
+    if unknown:
+        log.warning("charge %s refunded outside Paydesk (refunds %s); review the customer's balance", obj.get("id"), unknown)
+
+
+def _dispute_customer(session: Session, obj: dict) -> tuple[int | None, str | None]:
+    pi_id = _id(obj.get("payment_intent"))
+    if pi_id:
+        found = session.scalar(select(Topup.customer_id).where(Topup.payment_intent_id == pi_id))
+        found = found or session.scalar(
+            select(ChargeAttempt.customer_id).where(ChargeAttempt.payment_intent_id == pi_id).limit(1)
+        )
+        if found:
+            return found, pi_id
+    charge_id = _id(obj.get("charge"))
+    if charge_id:
+        charge = gateway.retrieve_charge(charge_id)
+        return customer_id_for(session, _id(charge.get("customer"))), pi_id or _id(charge.get("payment_intent"))
+    return None, pi_id
+
+
+def _refresh_disputed_flag(session: Session, customer_id: int) -> None:
+    still_open = session.scalar(
+        select(PaymentDispute.id)
+        .where(
+            PaymentDispute.customer_id == customer_id,
+            PaymentDispute.status.not_in(CLOSED_DISPUTE_CLEARS_FLAG),
+        )
+        .limit(1)
+    )
+    session.execute(update(User).where(User.id == customer_id).values(disputed=still_open is not None))
+
+
+def on_dispute_created(session: Session, obj: dict, customer_id: int | None) -> None:
+    """Flag the payment and the customer (a disputed customer cannot deploy)."""
+    dispute = session.get(PaymentDispute, obj["id"])
+    customer_id, pi_id = _dispute_customer(session, obj)
+    if dispute is None:
+        dispute = PaymentDispute(id=obj["id"])
+        session.add(dispute)
+    dispute.customer_id = customer_id
+    dispute.charge_id = _id(obj.get("charge"))
+    dispute.payment_intent_id = pi_id
+    dispute.amount_cents = int(obj.get("amount") or 0)
+    dispute.reason = obj.get("reason")
+    if dispute.closed_at is None:
+        dispute.status = obj.get("status") or "needs_response"
+    session.flush()
+    if pi_id:
+        session.execute(
+            update(Topup).where(Topup.payment_intent_id == pi_id, Topup.disputed_at.is_(None)).values(disputed_at=utcnow())
+        )
+    if customer_id:
+        _refresh_disputed_flag(session, customer_id)
+
+
+def on_dispute_closed(session: Session, obj: dict, customer_id: int | None) -> None:
+    """A closed dispute keeps its outcome; a lost one keeps the customer flagged for an admin."""
+    dispute = session.get(PaymentDispute, obj["id"])
+    if dispute is None:
+        on_dispute_created(session, obj, customer_id)
+        dispute = session.get(PaymentDispute, obj["id"])
+    dispute.status = obj.get("status") or "closed"
+    dispute.closed_at = dispute.closed_at or utcnow()
+    session.flush()
+    if dispute.customer_id:
+        _refresh_disputed_flag(session, dispute.customer_id)
+
+
+HANDLERS = {
+    "checkout.session.completed": on_checkout_session_completed,
+    "setup_intent.succeeded": on_setup_intent_succeeded,
+    "payment_intent.succeeded": on_payment_intent_succeeded,
+    "payment_intent.payment_failed": on_payment_intent_failed,
+    "payment_method.detached": on_payment_method_detached,
+    "payment_method.updated": on_payment_method_updated,
+    "payment_method.automatically_updated": on_payment_method_updated,
+    "charge.refunded": on_charge_refunded,
+    "charge.dispute.created": on_dispute_created,
+    "charge.dispute.closed": on_dispute_closed,
+}

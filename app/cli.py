@@ -47,3 +47,21 @@ def register_cli(app: Flask) -> None:
 
         for line in seed_demo(db.session):
             click.echo(line)
+
+    @app.cli.command("recompute-usage")
+    @click.option("--period", required=True, help="Billing period, e.g. 2026-10")
+    def recompute_usage_command(period: str):
+        """Rebuild a period's usage from the deployment events and report differences against
+        issued invoices. Read-only: invoices are never changed."""
+        from app.billing.monthly import recompute_usage
+
+        try:
+            checked, differences = recompute_usage(db.session, period)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+        for d in differences:
+            click.echo(
+                f"deployment {d.deployment_id} customer {d.customer_id} invoice {d.invoice_number or '-'}: "
+                f"billed {d.billed_seconds}s {d.billed_cents}c, recomputed {d.recomputed_seconds}s {d.recomputed_cents}c"
+            )
+        click.echo(f"recompute-usage {period}: deployments={checked} differences={len(differences)}")

@@ -1,0 +1,387 @@
+"""Monthly usage invoicing (SPEC §7).
+
+For a period (a calendar month UTC) every customer with billable usage gets one invoice: one line
+per deployment = its unbilled running seconds up to the end of the period × its snapshot hourly
+price, rounded half-even per line; tax on the subtotal; issued (gapless number) and settlement
+requested.
+
+Guarantees, on both paths:
+- one invoice per customer and period (unique (customer_id, billing_period); customers that
+  already have one are skipped), so re-running the job creates nothing;
+- usage already invoiced is never billed again: each line writes a `usage_charges` row, and a
+  deployment's billable seconds are its running seconds minus the seconds it was already charged.
+  A late event for a closed period therefore lands on the next invoice;
+- every invoicing run holds one PostgreSQL advisory lock, so concurrent runs (two workers, the
+  admin action during the job) serialise: the second sees the first's invoices and skips them.
+
+Two paths with the same result: `issue_customer_invoice` (one customer, through
+app.billing.invoices create_invoice/issue_invoice; portable) and `issue_monthly_invoices_bulk`
+(set-based INSERT … SELECT for all customers at once, numbers assigned in bulk from the per-year
+counter row locked once; PostgreSQL only).
+"""
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from flask import current_app, has_app_context
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
+
+from app.billing.audit import record_audit
+from app.billing.money import minor_unit_factor
+from app.billing.usage import period_bounds, previous_period, running_seconds, unbilled_usage
+from app.models import Invoice, User
+from app.models.base import utcnow
+from app.models.usage import Deployment, DeploymentEvent, UsageCharge
+
+log = logging.getLogger(__name__)
+INVOICING_LOCK_KEY = 7_300_505  # pg_advisory_xact_lock key shared by every invoicing run
+SMALL_SETTLEMENT_BATCH = 1000
+
+
+class InvoicingError(Exception):
+    """Base of invoicing errors; the message is fit for the admin."""
+
+
+class InvoiceAlreadyIssued(InvoicingError):
+    pass
+
+
+class NothingToInvoice(InvoicingError):
+    pass
+
+
+@dataclass
+class MonthlyReport:
+    period: str
+    invoices: int = 0
+    lines: int = 0
+    invoice_ids: list[int] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------- tax ---
+def parse_country_rates(spec: str | None) -> dict[str, Decimal]:
+    """'DE=0.19,FR=0.20' → {'DE': Decimal('0.19'), 'FR': Decimal('0.20')}."""
+    rates = {}
+    for part in (spec or "").split(","):
+        if "=" in part:
+            country, rate = part.split("=", 1)
+            rates[country.strip().upper()] = Decimal(rate.strip())
+    return rates
+
+
+def _config(key: str, default=None):
+    return current_app.config.get(key, default) if has_app_context() else default
+
+
+def default_vat_rate() -> Decimal:
+    return Decimal(str(_config("VAT_RATE", "0") or "0"))
+
+
+def country_vat_rates() -> dict[str, Decimal]:
+    return parse_country_rates(_config("VAT_COUNTRY_RATES"))
+
+
+def tax_rate_for(country: str | None) -> Decimal:
+    """VAT rate for a buyer: the per-country rule when configured, otherwise VAT_RATE."""
+    return country_vat_rates().get((country or "").upper(), default_vat_rate())
+
+
+# --------------------------------------------------------------------- locks ---
+def _lock_invoicing(session: Session) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": INVOICING_LOCK_KEY})
+
+
+def _request_settlements(session: Session, customer_ids: list[int]) -> None:
+    """Settlement requests for many customers in one statement (same outbox as request_settlement)."""
+    from app.billing import settlement_requests
+
+    if not customer_ids:
+        return
+    session.execute(
+        text(
+            "INSERT INTO settlement_requests (customer_id, generation, requested_at) "
+            "SELECT c, 1, :now FROM unnest(CAST(:ids AS integer[])) AS c "
+            "ON CONFLICT (customer_id) DO UPDATE SET generation = settlement_requests.generation + 1, "
+            "requested_at = EXCLUDED.requested_at"
+        ),
+        {"ids": customer_ids, "now": utcnow()},
+    )
+    if len(customer_ids) <= SMALL_SETTLEMENT_BATCH:
+        # enqueued after commit by app.billing.settlement_requests; larger batches are left to the
+        # periodic settlement sweep, which reads the outbox rows written above
+        session.info.setdefault(settlement_requests._PENDING_KEY, set()).update(customer_ids)
+
+
+# ------------------------------------------------------------ one customer ---
+def issue_customer_invoice(
+    session: Session, customer_id: int, period: str, *, actor_id: int | None = None
+) -> Invoice:
+    """Issue one customer's usage invoice for `period` and commit. Raises InvoiceAlreadyIssued when
+    the customer already has one for the period, NothingToInvoice when there is nothing billable."""
+    from app.billing.invoices import LineSpec, create_invoice, issue_invoice
+
+    start, end = period_bounds(period)
+    _lock_invoicing(session)
+    try:
+        existing = session.scalar(
+            select(Invoice).where(Invoice.customer_id == customer_id, Invoice.billing_period == period)
+        )
+        if existing is not None:
+            raise InvoiceAlreadyIssued(f"This customer already has an invoice for {period} ({existing.number}).")
+        usage = unbilled_usage(session, customer_id, end)
+        if sum(line.amount_cents for line in usage) <= 0:
+            raise NothingToInvoice(f"Nothing to invoice for {period}.")
+        buyer = session.get(User, customer_id)
+        specs = [
+            LineSpec(
+                description=line.deployment.name,
+                amount_cents=line.amount_cents,
+                plan_name=line.deployment.plan_name,
+                deployment_id=line.deployment.id,
+                seconds=line.seconds,
+                hourly_price=line.deployment.hourly_price,
+            )
+            for line in usage
+        ]
+        invoice = create_invoice(
+            session,
+            customer_id,
+            specs,
+            billing_period=period,
+            period_start=start,
+            period_end=end,
+            tax_rate=tax_rate_for(buyer.country),
+        )
+        invoice = issue_invoice(session, invoice.id)
+        for line in invoice.lines:
+            session.add(
+                UsageCharge(
+                    deployment_id=line.deployment_id,
+                    invoice_id=invoice.id,
+                    invoice_line_id=line.id,
+                    billing_period=period,
+                    seconds=line.seconds,
+                    amount_cents=line.amount_cents,
+                )
+            )
+        if actor_id is not None:
+            record_audit(
+                session, actor_id, "invoice.issue_usage", "invoice", invoice.id, None,
+                {"customer_id": customer_id, "period": period, "number": invoice.number,
+                 "total_cents": invoice.total_cents},
+            )
+        session.commit()
+        return invoice
+    except Exception:
+        session.rollback()
+        raise
+
+
+# ------------------------------------------------------------ all customers ---
+_USAGE_SQL = """
+CREATE TEMP TABLE monthly_usage ON COMMIT DROP AS
+WITH ev AS (
+    SELECT e.deployment_id, e.kind, e.occurred_at,
+           LEAD(e.occurred_at) OVER (PARTITION BY e.deployment_id ORDER BY e.occurred_at, e.id) AS next_at
+    FROM deployment_events e
+    WHERE e.occurred_at < :period_end
+), run AS (
+    SELECT deployment_id,
+           SUM(EXTRACT(EPOCH FROM (LEAST(COALESCE(next_at, :period_end), :period_end) - occurred_at)))::bigint
+               AS seconds
+    FROM ev WHERE kind IN ('succeeded', 'resumed')
+    GROUP BY deployment_id
+), billed AS (
+    SELECT deployment_id, SUM(seconds)::bigint AS seconds FROM usage_charges GROUP BY deployment_id
+), todo AS (
+    SELECT d.id AS deployment_id, d.customer_id, d.name, d.plan_name, d.hourly_price,
+           run.seconds - COALESCE(billed.seconds, 0) AS seconds
+    FROM run
+    JOIN deployments d ON d.id = run.deployment_id
+    LEFT JOIN billed ON billed.deployment_id = run.deployment_id
+    WHERE run.seconds - COALESCE(billed.seconds, 0) > 0
+      AND NOT EXISTS (SELECT 1 FROM invoices i WHERE i.customer_id = d.customer_id AND i.billing_period = :period)
+), priced AS (
+    SELECT todo.*, (todo.hourly_price * 1000000) * todo.seconds * :factor AS n FROM todo
+), divided AS (
+    SELECT priced.*, div(n, 3600000000) AS q, mod(n, 3600000000) AS r FROM priced
+)
+SELECT deployment_id, customer_id, name, plan_name, hourly_price, seconds,
+       (q + CASE WHEN 2 * r > 3600000000 THEN 1 WHEN 2 * r = 3600000000 THEN mod(q, 2) ELSE 0 END)::bigint
+           AS amount_cents
+FROM divided
+"""
+
+_INVOICE_TOTALS_SQL = """
+CREATE TEMP TABLE monthly_invoices ON COMMIT DROP AS
+WITH sums AS (
+    SELECT customer_id, SUM(amount_cents)::bigint AS subtotal FROM monthly_usage
+    GROUP BY customer_id HAVING SUM(amount_cents) > 0
+), rated AS (
+    SELECT s.customer_id, s.subtotal, COALESCE(r.rate, CAST(:default_rate AS numeric)) AS rate,
+           row_number() OVER (ORDER BY s.customer_id) AS rn
+    FROM sums s JOIN users u ON u.id = s.customer_id
+    LEFT JOIN (SELECT * FROM unnest(CAST(:countries AS text[]), CAST(:rates AS numeric[])) AS x(country, rate)) r
+           ON r.country = upper(u.country)
+), taxed AS (
+    SELECT rated.*, div(subtotal * rate * 10000, 10000) AS q, mod(subtotal * rate * 10000, 10000) AS r FROM rated
+)
+SELECT customer_id, subtotal, rate, rn,
+       (q + CASE WHEN 2 * r > 10000 THEN 1 WHEN 2 * r = 10000 THEN mod(q, 2) ELSE 0 END)::bigint AS tax
+FROM taxed
+"""
+
+_INSERT_INVOICES_SQL = """
+INSERT INTO invoices (customer_id, state, number, number_year, number_seq, billing_period, period_start,
+                      period_end, currency, subtotal_cents, tax_rate, tax_cents, total_cents, paid_cents,
+                      buyer_name, buyer_company, buyer_address, buyer_country, buyer_vat_id, buyer_email,
+                      created_at, issued_at)
+SELECT m.customer_id, 'open', CAST(:year AS text) || '-' || lpad(CAST(:last_seq + m.rn AS text), 6, '0'),
+       :year, :last_seq + m.rn, :period, :period_start, :period_end, :currency, m.subtotal, m.rate, m.tax,
+       m.subtotal + m.tax, 0, u.name, u.company, u.address, u.country, u.vat_id, u.email, :now, :now
+FROM monthly_invoices m JOIN users u ON u.id = m.customer_id
+ORDER BY m.rn
+"""
+
+_INSERT_LINES_SQL = """
+WITH new_lines AS (
+    INSERT INTO invoice_lines (invoice_id, position, description, plan_name, deployment_id, seconds,
+                               hourly_price, amount_cents)
+    SELECT i.id, row_number() OVER (PARTITION BY u.customer_id ORDER BY u.deployment_id) - 1, u.name,
+           u.plan_name, u.deployment_id, u.seconds, u.hourly_price, u.amount_cents
+    FROM monthly_usage u
+    JOIN monthly_invoices m ON m.customer_id = u.customer_id
+    JOIN invoices i ON i.customer_id = u.customer_id AND i.billing_period = :period
+    RETURNING id, invoice_id, deployment_id, seconds, amount_cents
+)
+INSERT INTO usage_charges (deployment_id, invoice_id, invoice_line_id, billing_period, seconds, amount_cents,
+                           created_at)
+SELECT deployment_id, invoice_id, id, :period, seconds, amount_cents, :now FROM new_lines
+"""
+
+
+def issue_monthly_invoices_bulk(session: Session, period: str, *, now: datetime | None = None) -> MonthlyReport:
+    """All customers of `period` in a few set-based statements, one transaction; commits."""
+    now = now or utcnow()
+    start, end = period_bounds(period)
+    rates = country_vat_rates()
+    report = MonthlyReport(period)
+    try:
+        _lock_invoicing(session)
+        session.execute(text(_USAGE_SQL), {"period_end": end, "period": period, "factor": minor_unit_factor()})
+        session.execute(
+            text(_INVOICE_TOTALS_SQL),
+            {"default_rate": default_vat_rate(), "countries": list(rates), "rates": list(rates.values())},
+        )
+        count = session.execute(text("SELECT count(*) FROM monthly_invoices")).scalar_one()
+        if count:
+            year = now.astimezone(UTC).year
+            session.execute(
+                text("INSERT INTO invoice_number_counters (year, last_seq) VALUES (:y, 0) ON CONFLICT DO NOTHING"),
+                {"y": year},
+            )
+            last_seq = session.execute(
+                text("SELECT last_seq FROM invoice_number_counters WHERE year = :y FOR UPDATE"), {"y": year}
+            ).scalar_one()
+            session.execute(
+                text(_INSERT_INVOICES_SQL),
+                {"year": year, "last_seq": last_seq, "period": period, "period_start": start, "period_end": end,
+                 "currency": _config("CURRENCY", "usd"), "now": now},
+            )
+            report.lines = session.execute(text(_INSERT_LINES_SQL), {"period": period, "now": now}).rowcount
+            session.execute(
+                text("UPDATE invoice_number_counters SET last_seq = last_seq + :n WHERE year = :y"),
+                {"n": count, "y": year},
+            )
+            customer_ids = list(session.scalars(text("SELECT customer_id FROM monthly_invoices")))
+            _request_settlements(session, customer_ids)
+            report.invoices = count
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+    log.info("monthly invoicing %s: %d invoices, %d lines", period, report.invoices, report.lines)
+    return report
+
+
+def issue_monthly_invoices(session: Session, period: str | None = None, *, now: datetime | None = None) -> MonthlyReport:
+    """The monthly job: the previous calendar month UTC unless `period` is given. Idempotent."""
+    period = period or previous_period(now)
+    period_bounds(period)
+    if session.get_bind().dialect.name == "postgresql":
+        return issue_monthly_invoices_bulk(session, period, now=now)
+    return issue_monthly_invoices_per_customer(session, period)
+
+
+def issue_monthly_invoices_per_customer(session: Session, period: str) -> MonthlyReport:
+    """Portable path (SQLite, tests): one customer at a time through create_invoice/issue_invoice."""
+    _, end = period_bounds(period)
+    report = MonthlyReport(period)
+    customer_ids = list(session.scalars(select(Deployment.customer_id).distinct().order_by(Deployment.customer_id)))
+    for customer_id in customer_ids:
+        try:
+            invoice = issue_customer_invoice(session, customer_id, period)
+        except (InvoiceAlreadyIssued, NothingToInvoice):
+            continue
+        report.invoices += 1
+        report.lines += len(invoice.lines)
+        report.invoice_ids.append(invoice.id)
+    return report
+
+
+# ------------------------------------------------------------------ recompute ---
+@dataclass(frozen=True)
+class UsageDifference:
+    deployment_id: int
+    customer_id: int
+    invoice_number: str | None
+    billed_seconds: int
+    recomputed_seconds: int
+    billed_cents: int
+    recomputed_cents: int
+
+
+def recompute_usage(session: Session, period: str) -> tuple[int, list[UsageDifference]]:
+    """Rebuild each deployment's running seconds inside `period` from its events and compare them
+    with what invoices for that period charged. Read-only: issued invoices are never changed.
+    Returns (deployments checked, differences)."""
+    from app.billing.money import usage_amount_cents
+
+    start, end = period_bounds(period)
+    charged = {
+        row.deployment_id: row
+        for row in session.execute(
+            select(UsageCharge.deployment_id, func.sum(UsageCharge.seconds).label("seconds"),
+                   func.sum(UsageCharge.amount_cents).label("cents"), func.min(Invoice.number).label("number"))
+            .join(Invoice, Invoice.id == UsageCharge.invoice_id)
+            .where(UsageCharge.billing_period == period)
+            .group_by(UsageCharge.deployment_id)
+        )
+    }
+    candidate_ids = set(charged) | set(
+        session.scalars(
+            select(DeploymentEvent.deployment_id).distinct().where(DeploymentEvent.occurred_at < end)
+        )
+    )
+    deployments = {d.id: d for d in session.scalars(select(Deployment).where(Deployment.id.in_(candidate_ids)))}
+    from app.billing.usage import events_by_deployment
+
+    events = events_by_deployment(session, sorted(candidate_ids))
+    differences = []
+    for deployment_id in sorted(candidate_ids):
+        deployment = deployments[deployment_id]
+        seconds = running_seconds(events.get(deployment_id, []), start, end)
+        row = charged.get(deployment_id)
+        billed_seconds = int(row.seconds) if row else 0
+        if seconds != billed_seconds:
+            differences.append(
+                UsageDifference(
+                    deployment_id, deployment.customer_id, row.number if row else None, billed_seconds, seconds,
+                    int(row.cents) if row else 0, usage_amount_cents(deployment.hourly_price, seconds),
+                )
+            )
+    return len(candidate_ids), differences

@@ -1,0 +1,173 @@
+"""Plans and their price versions (SPEC §6). Admin actions, audit-logged.
+
+A price change never updates a row: it appends a `PlanPrice` version with its effective time.
+Deployments snapshot the price in force when they were created (app.billing.usage), so old
+deployments keep their price and new ones get the new one.
+"""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.billing.audit import record_audit
+from app.billing.usage import price_at
+from app.models.base import utcnow
+from app.models.usage import PLAN_KINDS, Plan, PlanPrice, plan_name_for
+
+MAX_PRICE = Decimal("1000000")
+
+
+class PricingError(Exception):
+    """Base of pricing errors; the message is fit for the admin."""
+
+
+class InvalidPrice(PricingError):
+    pass
+
+
+class PlanExists(PricingError):
+    pass
+
+
+class InvalidPlan(PricingError):
+    pass
+
+
+def parse_hourly_price(text) -> Decimal:
+    """'0.0125' → Decimal('0.012500'): non-negative, at most 6 decimal places."""
+    try:
+        value = Decimal(str(text).strip())
+    except (InvalidOperation, ValueError):
+        raise InvalidPrice(f"{text!r} is not a price.") from None
+    if not value.is_finite() or value < 0:
+        raise InvalidPrice("Enter a price of zero or more.")
+    if value != value.quantize(Decimal("0.000001")):
+        raise InvalidPrice("A price has at most 6 decimal places.")
+    if value >= MAX_PRICE:
+        raise InvalidPrice("That price is too large.")
+    return value.quantize(Decimal("0.000001"))
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    plan: Plan
+    current: PlanPrice | None
+    upcoming: PlanPrice | None
+
+
+def list_plans(session: Session, now: datetime | None = None) -> list[PlanRow]:
+    now = now or utcnow()
+    rows = []
+    for plan in session.scalars(select(Plan).order_by(Plan.kind, Plan.public_ip, Plan.id)):
+        current = price_at(session, plan.id, now)
+        upcoming = session.scalar(
+            select(PlanPrice)
+            .where(PlanPrice.plan_id == plan.id, PlanPrice.effective_at > now)
+            .order_by(PlanPrice.effective_at)
+            .limit(1)
+        )
+        rows.append(PlanRow(plan, current, upcoming))
+    return rows
+
+
+def price_history(session: Session, plan_id: int) -> list[PlanPrice]:
+    return list(
+        session.scalars(
+            select(PlanPrice)
+            .where(PlanPrice.plan_id == plan_id)
+            .order_by(PlanPrice.effective_at.desc(), PlanPrice.id.desc())
+        )
+    )
+
+
+def create_plan(
+    session: Session,
+    actor_id: int | None,
+    *,
+    kind: str,
+    size: str,
+    public_ip: bool,
+    hourly_price,
+    effective_at: datetime | None = None,
+) -> Plan:
+    """Create a plan with its first price version; commits."""
+    size = (size or "").strip().lower()
+    if kind not in PLAN_KINDS:
+        raise InvalidPlan(f"Kind must be one of {', '.join(PLAN_KINDS)}.")
+    if not size or not size.replace("_", "").isalnum() or len(size) > 20:
+        raise InvalidPlan("Size must be a short word such as small, medium or large.")
+    price = parse_hourly_price(hourly_price)
+    name = plan_name_for(kind, size, public_ip)
+    if session.scalar(select(Plan.id).where(Plan.name == name)) is not None:
+        raise PlanExists(f"Plan {name} already exists.")
+    plan = Plan(name=name, kind=kind, size=size, public_ip=public_ip)
+    session.add(plan)
+    try:
+        session.flush()
+        version = PlanPrice(plan_id=plan.id, hourly_price=price, effective_at=effective_at or utcnow(),
+                            created_by=actor_id)
+        session.add(version)
+        session.flush()
+        record_audit(session, actor_id, "plan.create", "plan", plan.id, None,
+                     {"name": name, "hourly_price": str(price), "effective_at": version.effective_at.isoformat()})
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise PlanExists(f"Plan {name} already exists.") from None
+    return plan
+
+
+def change_price(
+    session: Session, actor_id: int | None, plan_id: int, hourly_price, effective_at: datetime | None = None
+) -> PlanPrice:
+    """Append a new price version (effective now unless given); commits. Existing deployments keep
+    their snapshot price."""
+    plan = session.get(Plan, plan_id)
+    if plan is None:
+        raise InvalidPlan("No such plan.")
+    price = parse_hourly_price(hourly_price)
+    effective_at = effective_at or utcnow()
+    before = price_at(session, plan.id, effective_at)
+    version = PlanPrice(plan_id=plan.id, hourly_price=price, effective_at=effective_at, created_by=actor_id)
+    session.add(version)
+    session.flush()
+    record_audit(
+        session,
+        actor_id,
+        "plan.price_change",
+        "plan",
+        plan.id,
+        {"hourly_price": str(before.hourly_price) if before else None},
+        {"hourly_price": str(price), "effective_at": effective_at.isoformat(), "price_version_id": version.id},
+    )
+    session.commit()
+    return version
+
+
+DEMO_PRICES = {
+    ("vm", "small"): Decimal("0.010000"),
+    ("vm", "medium"): Decimal("0.040000"),
+    ("vm", "large"): Decimal("0.160000"),
+    ("k8s", "small"): Decimal("0.100000"),
+    ("k8s", "medium"): Decimal("0.300000"),
+    ("k8s", "large"): Decimal("0.900000"),
+}
+PUBLIC_IP_SURCHARGE = Decimal("0.005000")
+DEMO_PRICES_SINCE = datetime(2020, 1, 1, tzinfo=UTC)
+
+
+def ensure_demo_plans(session: Session) -> int:
+    """Idempotent: create the 12 standard plans that do not exist yet. Returns how many were created."""
+    created = 0
+    for (kind, size), price in DEMO_PRICES.items():
+        for public_ip in (False, True):
+            if session.scalar(select(Plan.id).where(Plan.name == plan_name_for(kind, size, public_ip))) is None:
+                create_plan(session, None, kind=kind, size=size, public_ip=public_ip,
+                            hourly_price=price + (PUBLIC_IP_SURCHARGE if public_ip else 0),
+                            effective_at=DEMO_PRICES_SINCE)
+                created += 1
+    return created

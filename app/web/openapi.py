@@ -1,0 +1,191 @@
+"""The OpenAPI 3 document of the platform API, served at /api/v1/openapi.json.
+
+Tests validate real responses against it (schemathesis), so it must match app/web/api.py.
+"""
+
+MAX_INT = 2147483647
+
+_ERROR = {
+    "type": "object",
+    "required": ["error", "field"],
+    "properties": {"error": {"type": "string"}, "field": {"type": ["string", "null"]}},
+}
+
+
+def _error_response(description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+_CUSTOMER_ID = {
+    "name": "customer_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_INT},
+}
+
+OPENAPI = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "Paydesk platform API",
+        "version": "1.0.0",
+        "description": "For the provisioning platform: report deployment lifecycle events, ask whether a "
+        "customer may deploy, read a customer's billing status. Amounts are integers in the currency's minor "
+        "unit; hourly prices are decimal strings with up to 6 places.",
+    },
+    "servers": [{"url": "/api/v1"}],
+    "security": [{"bearer": []}],
+    "paths": {
+        "/deployment-events": {
+            "post": {
+                "operationId": "reportDeploymentEvent",
+                "summary": "Report one lifecycle event of a deployment (idempotent by event_id).",
+                "description": "Events of one deployment must arrive in time order and follow the lifecycle "
+                "created → succeeded | failed; running → suspended → resumed; any → deleted. An older or "
+                "impossible event is rejected with 409 and nothing is written. Replaying an event id returns "
+                "200 with recorded=false.",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/DeploymentEventIn"}}},
+                },
+                "responses": {
+                    "201": {"description": "Recorded.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EventResult"}}}},
+                    "200": {"description": "Already recorded (replay).", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EventResult"}}}},
+                    "400": _error_response("The body is not a JSON object."),
+                    "401": _error_response("Missing or wrong bearer token."),
+                    "404": _error_response("Unknown customer."),
+                    "409": _error_response("Out of order, impossible transition, or event id reused for another event."),
+                    "422": _error_response("A field is missing or invalid; `field` names it."),
+                },
+            }
+        },
+        "/customers/{customer_id}/can-deploy": {
+            "get": {
+                "operationId": "canDeploy",
+                "summary": "May the customer create a deployment of this plan now? Says why when not.",
+                "parameters": [
+                    _CUSTOMER_ID,
+                    {"name": "plan", "in": "query", "required": True, "schema": {"type": "string", "minLength": 1, "maxLength": 60}},
+                ],
+                "responses": {
+                    "200": {"description": "The decision.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CanDeploy"}}}},
+                    "401": _error_response("Missing or wrong bearer token."),
+                    "404": _error_response("Unknown customer or plan; `field` says which."),
+                    "422": _error_response("A parameter is missing or invalid."),
+                },
+            }
+        },
+        "/customers/{customer_id}/billing-status": {
+            "get": {
+                "operationId": "billingStatus",
+                "summary": "Balances, debt, blocks and deletion marks of a customer.",
+                "parameters": [_CUSTOMER_ID],
+                "responses": {
+                    "200": {"description": "The status.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BillingStatus"}}}},
+                    "401": _error_response("Missing or wrong bearer token."),
+                    "404": _error_response("Unknown customer."),
+                },
+            }
+        },
+        "/plans": {
+            "get": {
+                "operationId": "listPlans",
+                "summary": "Plans with their current hourly prices.",
+                "responses": {
+                    "200": {
+                        "description": "The plans.",
+                        "content": {"application/json": {"schema": {"type": "object", "required": ["plans"], "properties": {"plans": {"type": "array", "items": {"$ref": "#/components/schemas/Plan"}}}}}},
+                    },
+                    "401": _error_response("Missing or wrong bearer token."),
+                },
+            }
+        },
+    },
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "Error": _ERROR,
+            "DeploymentEventIn": {
+                "type": "object",
+                "required": ["event_id", "deployment_id", "customer_id", "type", "occurred_at"],
+                "properties": {
+                    "event_id": {"type": "string", "minLength": 1, "maxLength": 120},
+                    "deployment_id": {"type": "string", "minLength": 1, "maxLength": 120},
+                    "customer_id": {"type": "integer", "minimum": 1, "maximum": MAX_INT},
+                    "type": {"type": "string", "enum": ["created", "succeeded", "failed", "suspended", "resumed", "deleted"]},
+                    "occurred_at": {"type": "string", "format": "date-time", "description": "RFC 3339 with offset."},
+                    "plan": {"type": "string", "minLength": 1, "maxLength": 60, "description": "Required for created, e.g. vm-small-ip."},
+                    "name": {"type": "string", "maxLength": 200},
+                },
+            },
+            "Deployment": {
+                "type": "object",
+                "required": ["deployment_id", "customer_id", "name", "plan", "hourly_price", "state", "marked_for_deletion_at", "deletion_reason"],
+                "properties": {
+                    "deployment_id": {"type": "string"},
+                    "customer_id": {"type": "integer"},
+                    "name": {"type": "string"},
+                    "plan": {"type": "string"},
+                    "hourly_price": {"type": "string", "pattern": "^[0-9]+\\.[0-9]{6}$"},
+                    "state": {"type": "string", "enum": ["in_progress", "running", "failed", "suspended", "deleted"]},
+                    "marked_for_deletion_at": {"type": ["string", "null"], "format": "date-time"},
+                    "deletion_reason": {"type": ["string", "null"]},
+                },
+            },
+            "EventResult": {
+                "type": "object",
+                "required": ["event_id", "recorded", "deployment"],
+                "properties": {
+                    "event_id": {"type": "string"},
+                    "recorded": {"type": "boolean", "description": "false when this event id was already recorded"},
+                    "deployment": {"$ref": "#/components/schemas/Deployment"},
+                },
+            },
+            "CanDeploy": {
+                "type": "object",
+                "required": ["customer_id", "plan", "allowed", "code", "reason", "required_cents", "voucher_balance_cents"],
+                "properties": {
+                    "customer_id": {"type": "integer"},
+                    "plan": {"type": "string"},
+                    "allowed": {"type": "boolean"},
+                    "code": {"type": "string", "enum": ["card", "voucher", "disputed", "on_hold", "insufficient_voucher", "no_payment_method"]},
+                    "reason": {"type": ["string", "null"]},
+                    "required_cents": {"type": "integer"},
+                    "voucher_balance_cents": {"type": "integer"},
+                },
+            },
+            "BillingStatus": {
+                "type": "object",
+                "required": [
+                    "customer_id", "currency", "cash_balance_cents", "voucher_balance_cents", "debt_cents",
+                    "open_invoices", "blocked", "block_reasons", "deletion_scheduled", "deployments_marked_for_deletion",
+                    "hourly_cost_cents", "active_cost_until_period_end_cents",
+                ],
+                "properties": {
+                    "customer_id": {"type": "integer"},
+                    "currency": {"type": "string"},
+                    "cash_balance_cents": {"type": "integer"},
+                    "voucher_balance_cents": {"type": "integer"},
+                    "debt_cents": {"type": "integer"},
+                    "open_invoices": {"type": "integer"},
+                    "blocked": {"type": "boolean"},
+                    "block_reasons": {"type": "array", "items": {"type": "string"}},
+                    "deletion_scheduled": {"type": "boolean"},
+                    "deployments_marked_for_deletion": {"type": "array", "items": {"$ref": "#/components/schemas/Deployment"}},
+                    "hourly_cost_cents": {"type": "string", "description": "Exact per-hour burn of active deployments, minor units."},
+                    "active_cost_until_period_end_cents": {"type": "integer"},
+                },
+            },
+            "Plan": {
+                "type": "object",
+                "required": ["name", "kind", "size", "public_ip", "hourly_price"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "kind": {"type": "string"},
+                    "size": {"type": "string"},
+                    "public_ip": {"type": "boolean"},
+                    "hourly_price": {"type": ["string", "null"]},
+                },
+            },
+        },
+    },
+}

@@ -39,7 +39,8 @@ class TopupNotPaid(TopupError):
 
 @dataclass(frozen=True)
 class Credited:
-    topup: Topup
+    payment_intent_id: str
+    amount_cents: int
     created: bool
 
 
@@ -78,23 +79,11 @@ def credit_topup(
     checkout_session_id: str | None = None,
 ) -> Credited:
     """Credit a paid top-up to the cash balance, once per payment intent, and request settlement.
-    Does not commit (the caller's unit of work: a webhook event or the redirect)."""
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    inserted = session.execute(
-        insert(Topup)
-        .values(
-            customer_id=customer_id,
-            payment_intent_id=payment_intent_id,
-            checkout_session_id=checkout_session_id,
-            amount_cents=amount_cents,
-            refunded_cents=0,
-        )
-        .on_conflict_do_nothing(index_elements=[Topup.payment_intent_id])
-        .returning(Topup.id)
-    ).scalar()
-    topup = session.scalar(select(Topup).where(Topup.payment_intent_id == payment_intent_id))
-    if inserted is None:
-        return Credited(topup, False)
+    Does not commit (the caller's unit of work: a webhook event or the redirect).
+
+    The ledger entry (idempotency key `topup:<pi>`) is the exactly-once guard: a concurrent
+    second credit waits on its unique key and then finds the first one; the `topups` row
+    is written only by the credit that created the entry."""
     posted = post_entry(
         session,
         customer_id=customer_id,
@@ -105,21 +94,31 @@ def credit_topup(
         reference=payment_intent_id,
         note="Card top-up",
     )
-    topup.ledger_entry_id = posted.entry.id
-    if checkout_session_id and not topup.checkout_session_id:
-        topup.checkout_session_id = checkout_session_id
-    request_settlement(session, customer_id)
-    session.flush()
-    return Credited(topup, True)
+    if posted.created:
+        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        session.execute(
+            insert(Topup)
+            .values(
+                customer_id=customer_id,
+                payment_intent_id=payment_intent_id,
+                checkout_session_id=checkout_session_id,
+                amount_cents=amount_cents,
+                refunded_cents=0,
+                ledger_entry_id=posted.entry.id,
+            )
+            .on_conflict_do_nothing(index_elements=[Topup.payment_intent_id])
+        )
+        request_settlement(session, customer_id)
+    return Credited(payment_intent_id, posted.entry.amount_cents, posted.created)
 
 
-def credit_from_checkout_session(session: Session, checkout: dict, expected_customer_id: int | None = None) -> Credited | None:
-    """Credit from a (server-side retrieved or signed) Checkout session if it is a paid top-up.
-    Returns None when it is not ours or not paid. Does not commit."""
+def credit_from_checkout_session(session: Session, checkout: dict, customer_id: int | None) -> Credited | None:
+    """Credit from a (server-side retrieved or signed) Checkout session if it is a paid top-up of
+    `customer_id` (the customer its Stripe customer maps to). Returns None when it is not ours or
+    not paid. Does not commit."""
     if checkout.get("mode") != "payment":
         return None
-    customer_id = customer_id_for(session, checkout.get("customer"))
-    if customer_id is None or (expected_customer_id is not None and customer_id != expected_customer_id):
+    if customer_id is None or customer_id_for(session, checkout.get("customer")) != customer_id:
         return None
     if checkout.get("payment_status") != "paid" or not checkout.get("payment_intent"):
         return None
@@ -136,11 +135,11 @@ def credit_from_checkout_session(session: Session, checkout: dict, expected_cust
     )
 
 
-def credit_from_payment_intent(session: Session, intent: dict) -> Credited | None:
-    """payment_intent.succeeded for a top-up (marked by its metadata). Does not commit."""
+def credit_from_payment_intent(session: Session, intent: dict, customer_id: int | None) -> Credited | None:
+    """payment_intent.succeeded for a top-up (marked by its metadata) of `customer_id` (the
+    customer its Stripe customer maps to). Does not commit."""
     if (intent.get("metadata") or {}).get("paydesk_purpose") != PURPOSE or intent.get("status") != "succeeded":
         return None
-    customer_id = customer_id_for(session, intent.get("customer"))
     if customer_id is None:
         return None
     amount = int(intent.get("amount_received") or intent.get("amount") or 0)
@@ -154,7 +153,7 @@ def complete_topup_from_checkout(session: Session, customer_id: int, checkout_se
     Raises TopupNotPaid when Stripe does not confirm the payment for this customer."""
     checkout = gateway.retrieve_checkout_session(checkout_session_id)
     try:
-        credited = credit_from_checkout_session(session, checkout, expected_customer_id=customer_id)
+        credited = credit_from_checkout_session(session, checkout, customer_id)
         if credited is None:
             session.rollback()
             raise TopupNotPaid()

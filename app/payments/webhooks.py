@@ -78,7 +78,7 @@ def on_checkout_session_completed(session: Session, obj: dict, customer_id: int 
     if obj.get("mode") == "setup":
         _record_card(session, customer_id, _id(obj.get("setup_intent")))
     elif obj.get("mode") == "payment":
-        topups.credit_from_checkout_session(session, obj)
+        topups.credit_from_checkout_session(session, obj, customer_id)
 
 
 def on_setup_intent_succeeded(session: Session, obj: dict, customer_id: int | None) -> None:
@@ -86,7 +86,7 @@ def on_setup_intent_succeeded(session: Session, obj: dict, customer_id: int | No
 
 
 def on_payment_intent_succeeded(session: Session, obj: dict, customer_id: int | None) -> None:
-    topups.credit_from_payment_intent(session, obj)
+    topups.credit_from_payment_intent(session, obj, customer_id)
 
 
 def on_payment_intent_failed(session: Session, obj: dict, customer_id: int | None) -> None:

@@ -79,7 +79,7 @@ def topup_return():
     except (topups.TopupError, gateway.PaymentError) as exc:
         flash(str(exc), "error")
     else:
-        flash(f"Thank you: {format_money(credited.topup.amount_cents)} was added to your balance.", "success")
+        flash(f"Thank you: {format_money(credited.amount_cents)} was added to your balance.", "success")
     return redirect(url_for("customer.balance"), 303)
 
 

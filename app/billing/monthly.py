@@ -236,6 +236,7 @@ FROM taxed
 """
 
 _INSERT_INVOICES_SQL = """
+WITH ins AS (
 INSERT INTO invoices (customer_id, state, number, number_year, number_seq, billing_period, period_start,
                       period_end, currency, subtotal_cents, tax_rate, tax_cents, total_cents, paid_cents,
                       buyer_name, buyer_company, buyer_address, buyer_country, buyer_vat_id, buyer_email,
@@ -245,6 +246,9 @@ SELECT m.customer_id, 'open', CAST(:year AS text) || '-' || lpad(CAST(:last_seq 
        m.subtotal + m.tax, 0, u.name, u.company, u.address, u.country, u.vat_id, u.email, :now, :now
 FROM monthly_invoices m JOIN users u ON u.id = m.customer_id
 ORDER BY m.rn
+RETURNING id, customer_id
+)
+INSERT INTO monthly_new_invoices (id, customer_id) SELECT id, customer_id FROM ins
 """
 
 _INSERT_LINES_SQL = """
@@ -254,8 +258,7 @@ WITH new_lines AS (
     SELECT i.id, row_number() OVER (PARTITION BY u.customer_id ORDER BY u.deployment_id) - 1, u.name,
            u.plan_name, u.deployment_id, u.seconds, u.hourly_price, u.amount_cents
     FROM monthly_usage u
-    JOIN monthly_invoices m ON m.customer_id = u.customer_id
-    JOIN invoices i ON i.customer_id = u.customer_id AND i.billing_period = :period
+    JOIN monthly_new_invoices i ON i.customer_id = u.customer_id
     RETURNING id, invoice_id, deployment_id, seconds, amount_cents
 )
 INSERT INTO usage_charges (deployment_id, invoice_id, invoice_line_id, billing_period, seconds, amount_cents,
@@ -277,6 +280,8 @@ def issue_monthly_invoices_bulk(session: Session, period: str, *, now: datetime 
             text(_INVOICE_TOTALS_SQL),
             {"default_rate": default_vat_rate(), "countries": list(rates), "rates": list(rates.values())},
         )
+        session.execute(text("ANALYZE monthly_usage"))
+        session.execute(text("ANALYZE monthly_invoices"))
         count = session.execute(text("SELECT count(*) FROM monthly_invoices")).scalar_one()
         if count:
             year = now.astimezone(UTC).year
@@ -287,11 +292,14 @@ def issue_monthly_invoices_bulk(session: Session, period: str, *, now: datetime 
             last_seq = session.execute(
                 text("SELECT last_seq FROM invoice_number_counters WHERE year = :y FOR UPDATE"), {"y": year}
             ).scalar_one()
+            session.execute(text("CREATE TEMP TABLE monthly_new_invoices (id integer, customer_id integer) "
+                                 "ON COMMIT DROP"))
             session.execute(
                 text(_INSERT_INVOICES_SQL),
                 {"year": year, "last_seq": last_seq, "period": period, "period_start": start, "period_end": end,
                  "currency": _config("CURRENCY", "usd"), "now": now},
             )
+            session.execute(text("ANALYZE monthly_new_invoices"))
             report.lines = session.execute(text(_INSERT_LINES_SQL), {"period": period, "now": now}).rowcount
             session.execute(
                 text("UPDATE invoice_number_counters SET last_seq = last_seq + :n WHERE year = :y"),

@@ -1,0 +1,1 @@
+"""Developer and test tooling for Paydesk (not shipped to production)."""

@@ -1,7 +1,422 @@
-"""Settlement engine (SPEC §8) — implemented in the money-core issue."""
+"""The settlement engine (SPEC §8): pay a customer's open invoices from what they have.
 
+Order: open invoices by amount due ascending, oldest first on ties (so limited funds pay as many
+invoices as possible). Each invoice is paid from 1. the voucher balance, 2. the cash balance,
+3. the default card, 4. the other usable cards (newest first) when a card declines.
+
+Guarantees and how they hold:
+- One settlement per customer at a time: a PostgreSQL session-level advisory lock on a dedicated
+  connection is held for the whole run (the database drops it if the worker dies); on SQLite a
+  per-process lock (the embedded default runs jobs on one in-process thread).
+- Balances: the voucher/cash part runs in one transaction that locks the user row and the invoices
+  (`FOR UPDATE`). Each balance payment is a negative ledger entry whose idempotency key is derived
+  from the invoice and what it had been paid before, plus an `InvoicePayment` — a re-run cannot pay
+  twice, and the ledger's CHECK/InsufficientFunds keep balances from going below zero.
+- Cards: an attempt row (`pending`, idempotency key `paydesk-invoice-<id>-attempt-<n>`) is committed
+  BEFORE Stripe is called; then the outcome is recorded. A timeout/5xx leaves it `unknown`; every
+  run first re-drives `pending`/`unknown` attempts by re-sending the SAME key and the same amount,
+  so a crashed or timed-out charge is never made twice. While an invoice has an unresolved attempt,
+  nothing else is charged or applied to it. A card that declined an invoice is not retried for that
+  invoice within DECLINE_RETRY_INTERVAL (a new or newly-default card is tried at once).
+- Coalescing: the outbox row (`settlement_requests`) is deleted at the end only if its generation
+  is the one this run started with; if a new request arrived meanwhile, the run goes round again.
+  If a charge outcome is still unknown the row is kept so the periodic sweep comes back.
+"""
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import delete, func, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.billing.cards import usable_cards
+from app.billing.invoices import apply_payment, lock_invoice, pay_from_balance
+from app.billing.ledger import post_entry
+from app.models import BillingCustomer, Card, ChargeAttempt, Invoice, SettlementRequest, User
+from app.models.base import utcnow
+from app.payments import gateway
 
-def settle_customer(session: Session, customer_id: int) -> None:
-    raise NotImplementedError("settlement engine lands with the money-core issue")
+log = logging.getLogger(__name__)
+SETTLEMENT_LOCK_CLASS = 7_300_801  # first key of pg_advisory_lock(int, int); second = customer id
+LOCK_WAIT_SECONDS = 120
+MAX_ROUNDS = 5
+DECLINE_RETRY_INTERVAL = timedelta(hours=24)
+UNRESOLVED = ("pending", "unknown")
+REFUSED = ("declined", "requires_action", "failed")
+_local_locks: dict[int, threading.Lock] = {}
+_local_locks_guard = threading.Lock()
+
+
+class SettlementBusy(Exception):
+    """Another settlement of this customer holds the lock (and will see the request)."""
+
+
+@dataclass
+class SettlementReport:
+    customer_id: int
+    busy: bool = False
+    rounds: int = 0
+    payments: list[tuple[int, str, int]] = field(default_factory=list)  # (invoice id, source, cents)
+    paid_invoice_ids: list[int] = field(default_factory=list)
+    card_attempts: int = 0
+    unresolved_attempts: int = 0
+    request_cleared: bool = False
+
+    @property
+    def complete(self) -> bool:
+        return not self.busy and self.unresolved_attempts == 0
+
+
+def attempt_idempotency_key(invoice_id: int, attempt_no: int) -> str:
+    return f"paydesk-invoice-{invoice_id}-attempt-{attempt_no}"
+
+
+# ------------------------------------------------------------------- lock ---
+@contextmanager
+def customer_settlement_lock(session: Session, customer_id: int, *, wait: bool = True) -> Iterator[bool]:
+    """Yield True while holding the customer's settlement lock, False if `wait` is off and it is taken."""
+    bind = session.get_bind()
+    if bind.dialect.name != "postgresql":
+        with _local_locks_guard:
+            lock = _local_locks.setdefault(customer_id, threading.Lock())
+        acquired = lock.acquire(timeout=LOCK_WAIT_SECONDS) if wait else lock.acquire(blocking=False)
+        try:
+            yield acquired
+        finally:
+            if acquired:
+                lock.release()
+        return
+    engine = bind.engine if hasattr(bind, "engine") else bind
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        params = {"k": SETTLEMENT_LOCK_CLASS, "c": customer_id}
+        if wait:
+            conn.execute(text(f"SET lock_timeout = '{LOCK_WAIT_SECONDS}s'"))
+            try:
+                conn.execute(text("SELECT pg_advisory_lock(:k, :c)"), params)
+            except Exception as exc:
+                raise SettlementBusy(f"customer {customer_id} is being settled") from exc
+            acquired = True
+        else:
+            acquired = conn.execute(text("SELECT pg_try_advisory_lock(:k, :c)"), params).scalar_one()
+        try:
+            yield acquired
+        finally:
+            if acquired:
+                conn.execute(text("SELECT pg_advisory_unlock(:k, :c)"), params)
+
+
+# ------------------------------------------------------------ entry point ---
+def settle_customer(
+    session: Session, customer_id: int, *, wait: bool = True, only_if_requested: bool = False
+) -> SettlementReport:
+    """Settle one customer's open invoices (see the module docstring). Commits its own work.
+
+    `wait=False` returns at once (report.busy) when another settlement of the customer is running;
+    `only_if_requested=True` does nothing unless a settlement request (or an unresolved card
+    attempt) is waiting — how duplicate jobs coalesce into one run."""
+    report = SettlementReport(customer_id)
+    session.rollback()
+    try:
+        with customer_settlement_lock(session, customer_id, wait=wait) as acquired:
+            if not acquired:
+                report.busy = True
+                return report
+            _settle_rounds(session, customer_id, report, only_if_requested)
+    except SettlementBusy:
+        report.busy = True
+    except Exception:
+        session.rollback()
+        raise
+    return report
+
+
+def _settle_rounds(session: Session, customer_id: int, report: SettlementReport, only_if_requested: bool) -> None:
+    for _ in range(MAX_ROUNDS):
+        generation = session.scalar(
+            select(SettlementRequest.generation).where(SettlementRequest.customer_id == customer_id)
+        )
+        if only_if_requested and generation is None and report.rounds == 0 and not _has_unresolved(session, customer_id):
+            session.rollback()
+            return
+        session.rollback()
+        report.rounds += 1
+        _settle_once(session, customer_id, report)
+        if generation is None or not report.complete:
+            return
+        deleted = session.execute(
+            delete(SettlementRequest).where(
+                SettlementRequest.customer_id == customer_id, SettlementRequest.generation == generation
+            )
+        ).rowcount
+        session.commit()
+        if deleted:
+            report.request_cleared = True
+            return
+
+
+def _has_unresolved(session: Session, customer_id: int) -> bool:
+    return (
+        session.scalar(
+            select(func.count(ChargeAttempt.id)).where(
+                ChargeAttempt.customer_id == customer_id, ChargeAttempt.status.in_(UNRESOLVED)
+            )
+        )
+        > 0
+    )
+
+
+def _open_invoices(session: Session, customer_id: int, *, lock: bool = False) -> list[Invoice]:
+    query = (
+        select(Invoice)
+        .where(Invoice.customer_id == customer_id, Invoice.state == "open", Invoice.total_cents > Invoice.paid_cents)
+        .order_by(Invoice.total_cents - Invoice.paid_cents, Invoice.issued_at, Invoice.id)
+        .execution_options(populate_existing=True)
+    )
+    if lock:
+        query = query.with_for_update()
+    return list(session.scalars(query))
+
+
+def _settle_once(session: Session, customer_id: int, report: SettlementReport) -> None:
+    report.unresolved_attempts = 0
+    blocked = _redrive_unresolved_attempts(session, customer_id, report)
+    _pay_from_balances(session, customer_id, blocked, report)
+    _pay_with_cards(session, customer_id, blocked, report)
+
+
+# --------------------------------------------------------------- balances ---
+def _pay_from_balances(session: Session, customer_id: int, blocked: set[int], report: SettlementReport) -> None:
+    """One transaction: voucher, then cash, across invoices in cost order."""
+    try:
+        user = session.scalar(
+            select(User).where(User.id == customer_id).with_for_update().execution_options(populate_existing=True)
+        )
+        if user is None:
+            session.rollback()
+            return
+        voucher, cash = user.voucher_balance_cents, user.cash_balance_cents
+        if voucher <= 0 and cash <= 0:
+            session.rollback()
+            return
+        for invoice in _open_invoices(session, customer_id, lock=True):
+            if invoice.id in blocked:
+                continue
+            for account in ("voucher", "cash"):
+                available = voucher if account == "voucher" else cash
+                amount = min(available, invoice.amount_due_cents)
+                if amount <= 0:
+                    continue
+                if pay_from_balance(session, invoice, account, amount) is not None:
+                    report.payments.append((invoice.id, account, amount))
+                if account == "voucher":
+                    voucher -= amount
+                else:
+                    cash -= amount
+            if invoice.state == "paid":
+                report.paid_invoice_ids.append(invoice.id)
+            if voucher <= 0 and cash <= 0:
+                break
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+
+
+# ------------------------------------------------------------------ cards ---
+def _stripe_customer_id(session: Session, customer_id: int) -> str | None:
+    return session.scalar(select(BillingCustomer.stripe_customer_id).where(BillingCustomer.customer_id == customer_id))
+
+
+def _pay_with_cards(session: Session, customer_id: int, blocked: set[int], report: SettlementReport) -> None:
+    invoices = [i for i in _open_invoices(session, customer_id) if i.id not in blocked]
+    if not invoices or _stripe_customer_id(session, customer_id) is None:
+        session.rollback()
+        return
+    cards = usable_cards(session, customer_id)
+    session.rollback()
+    if not cards:
+        return
+    card_ids = [card.id for card in cards]
+    for invoice in invoices:
+        outcome = _charge_invoice(session, invoice.id, card_ids, report)
+        if outcome == "unknown":
+            return  # the provider is not answering: stop charging; the sweep comes back
+
+
+def _charge_invoice(session: Session, invoice_id: int, card_ids: list[int], report: SettlementReport) -> str:
+    """Try the cards in order until one pays the amount due. Returns succeeded | unpaid | unknown."""
+    since = utcnow() - DECLINE_RETRY_INTERVAL
+    refused = set(
+        session.scalars(
+            select(ChargeAttempt.card_id).where(
+                ChargeAttempt.invoice_id == invoice_id,
+                ChargeAttempt.status.in_(REFUSED),
+                ChargeAttempt.created_at >= since,
+            )
+        )
+    )
+    session.rollback()
+    for card_id in card_ids:
+        if card_id in refused:
+            continue
+        attempt_id = _record_pending_attempt(session, invoice_id, card_id)
+        if attempt_id is None:
+            return "unpaid"
+        report.card_attempts += 1
+        status = _send_attempt(session, attempt_id, report)
+        if status == "succeeded":
+            return "succeeded"
+        if status in UNRESOLVED:
+            return "unknown"
+    return "unpaid"
+
+
+def _record_pending_attempt(session: Session, invoice_id: int, card_id: int) -> int | None:
+    """Step 1 of a charge: the attempt row, committed before Stripe hears of it."""
+    try:
+        invoice = lock_invoice(session, invoice_id)
+        if invoice.state != "open" or invoice.amount_due_cents <= 0:
+            session.rollback()
+            return None
+        attempt_no = (
+            session.scalar(select(func.max(ChargeAttempt.attempt_no)).where(ChargeAttempt.invoice_id == invoice_id)) or 0
+        ) + 1
+        attempt = ChargeAttempt(
+            invoice_id=invoice_id,
+            customer_id=invoice.customer_id,
+            card_id=card_id,
+            attempt_no=attempt_no,
+            idempotency_key=attempt_idempotency_key(invoice_id, attempt_no),
+            amount_cents=invoice.amount_due_cents,
+            status="pending",
+        )
+        session.add(attempt)
+        session.commit()
+        return attempt.id
+    except IntegrityError:
+        session.rollback()
+        return None
+    except Exception:
+        session.rollback()
+        raise
+
+
+def _send_attempt(session: Session, attempt_id: int, report: SettlementReport) -> str:
+    """Steps 2 and 3: call Stripe with the attempt's key, then record the outcome."""
+    attempt = session.get(ChargeAttempt, attempt_id, populate_existing=True)
+    card = session.get(Card, attempt.card_id)
+    invoice = session.get(Invoice, attempt.invoice_id)
+    stripe_customer_id = _stripe_customer_id(session, attempt.customer_id)
+    params = dict(
+        stripe_customer_id=stripe_customer_id,
+        payment_method_id=card.stripe_payment_method_id,
+        amount_cents=attempt.amount_cents,
+        currency=invoice.currency,
+        idempotency_key=attempt.idempotency_key,
+        metadata={"paydesk_purpose": "invoice", "paydesk_invoice_id": str(invoice.id),
+                  "paydesk_customer_id": str(attempt.customer_id)},
+        description=f"Invoice {invoice.number}",
+    )
+    session.rollback()  # no transaction (and no lock) open while Stripe is called
+    try:
+        charge = gateway.charge_off_session(**params)
+    except gateway.PaymentOutcomeUnknown as exc:
+        return _record_outcome(session, attempt_id, "unknown", report, error=exc)
+    except gateway.AuthenticationRequired as exc:
+        return _record_outcome(session, attempt_id, "requires_action", report, error=exc)
+    except gateway.CardDeclined as exc:
+        return _record_outcome(session, attempt_id, "declined", report, error=exc)
+    except gateway.PaymentRequestInvalid as exc:
+        return _record_outcome(session, attempt_id, "failed", report, error=exc)
+    except Exception as exc:  # anything unexpected: the charge may have happened
+        log.exception("charge attempt %s: unexpected error", attempt_id)
+        return _record_outcome(session, attempt_id, "unknown", report, error=exc)
+    return _record_success(session, attempt_id, charge, report)
+
+
+def _record_outcome(session: Session, attempt_id: int, status: str, report: SettlementReport, *, error) -> str:
+    try:
+        attempt = session.get(ChargeAttempt, attempt_id, with_for_update=True, populate_existing=True)
+        if attempt.status in UNRESOLVED:
+            attempt.status = status
+            attempt.error_code = getattr(error, "code", None) or type(error).__name__
+            attempt.error_message = str(error)[:2000]
+            attempt.payment_intent_id = getattr(error, "payment_intent_id", None) or attempt.payment_intent_id
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+    if status in UNRESOLVED:
+        report.unresolved_attempts += 1
+    return status
+
+
+def _record_success(session: Session, attempt_id: int, charge: gateway.Charge, report: SettlementReport) -> str:
+    """The card paid: one InvoicePayment per attempt (unique charge_attempt_id). Money that is no
+    longer due (invoice voided or paid meanwhile) is credited to the cash balance, never lost."""
+    try:
+        attempt = session.get(ChargeAttempt, attempt_id, with_for_update=True, populate_existing=True)
+        invoice = lock_invoice(session, attempt.invoice_id)
+        if attempt.status != "succeeded":
+            attempt.status = "succeeded"
+            attempt.payment_intent_id = charge.payment_intent_id
+            attempt.error_code = attempt.error_message = None
+            charged = attempt.amount_cents
+            applied = min(charged, invoice.amount_due_cents) if invoice.state == "open" else 0
+            if applied > 0:
+                apply_payment(
+                    session, invoice, source="card", amount_cents=applied, charge_attempt_id=attempt.id,
+                    payment_intent_id=charge.payment_intent_id, reference=invoice.number,
+                )
+                report.payments.append((invoice.id, "card", applied))
+                if invoice.state == "paid":
+                    report.paid_invoice_ids.append(invoice.id)
+            if charged > applied:
+                post_entry(
+                    session, customer_id=attempt.customer_id, account="cash", amount_cents=charged - applied,
+                    kind="card_overpayment", idempotency_key=f"charge-attempt:{attempt.id}:overpayment",
+                    reference=charge.payment_intent_id, note=f"Card payment for invoice {invoice.number} no longer due",
+                )
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+    return "succeeded"
+
+
+def _redrive_unresolved_attempts(session: Session, customer_id: int, report: SettlementReport) -> set[int]:
+    """Re-send every pending/unknown attempt with its own key (never a new charge). Returns the
+    invoices whose outcome is still unknown: they are left alone this round."""
+    attempt_ids = list(
+        session.scalars(
+            select(ChargeAttempt.id)
+            .where(ChargeAttempt.customer_id == customer_id, ChargeAttempt.status.in_(UNRESOLVED))
+            .order_by(ChargeAttempt.id)
+        )
+    )
+    session.rollback()
+    blocked: set[int] = set()
+    for attempt_id in attempt_ids:
+        status = _send_attempt(session, attempt_id, report)
+        if status in UNRESOLVED:
+            blocked.add(session.get(ChargeAttempt, attempt_id).invoice_id)
+            session.rollback()
+    return blocked
+
+
+def customers_with_unresolved_attempts(session: Session, older_than: timedelta, limit: int = 500) -> list[int]:
+    cutoff = utcnow() - older_than
+    return list(
+        session.scalars(
+            select(ChargeAttempt.customer_id)
+            .where(ChargeAttempt.status.in_(UNRESOLVED), ChargeAttempt.updated_at <= cutoff)
+            .group_by(ChargeAttempt.customer_id)
+            .order_by(func.min(ChargeAttempt.id))
+            .limit(limit)
+        )
+    )

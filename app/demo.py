@@ -16,4 +16,10 @@ def seed_demo(session: Session) -> list[str]:
         if session.scalar(select(User.id).where(User.email == email)) is None:
             accounts.create_user(session, email, password, is_admin=is_admin, name=name)
         lines.append(f"{'admin' if is_admin else 'customer'}: {email} / {password}")
+    from app.billing.vouchers import ensure_demo_voucher
+
+    lines.append(f"voucher: {ensure_demo_voucher(session)}")
+    from app.billing.pricing import ensure_demo_plans
+
+    lines.append(f"plans: {ensure_demo_plans(session)} created")
     return lines

@@ -88,3 +88,23 @@ def cash_entries(session, customer_id: int, kind: str | None = None) -> list[Led
 def processed_event_count(session) -> int:
     session.expire_all()
     return session.scalar(select(func.count(StripeEvent.id)))
+
+
+def pay_checkout(checkout_url: str, card: str = "4242424242424242", exp: str = "12/34", cvc: str = "123"):
+    """Submit the emulator's hosted Checkout form like a customer would; returns the raw response
+    (303 to the success URL when it went through, the form with an error otherwise)."""
+    return requests.post(checkout_url, data={"cardnumber": card, "exp": exp, "cvc": cvc},
+                         allow_redirects=False, timeout=30)
+
+
+def local_path(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.path + ("?" + parts.query if parts.query else "")
+
+
+def stripe_events_at_emulator() -> list[dict]:
+    from app.payments import gateway
+
+    return sorted(gateway.iter_events(), key=lambda e: e["created"])

@@ -1,0 +1,152 @@
+"""Benchmark: the monthly invoicing run over 100,000 customers, 300,000 deployments, ~1,000,000 events.
+
+    python bench/monthly.py [--customers 100000] [--database-url postgresql+psycopg://postgres@127.0.0.1:5432/paydesk_bench_usage]
+
+Uses its own PostgreSQL database (dropped and recreated). Generates the data with generate_series,
+times `issue_monthly_invoices_bulk` for 2026-10, then times a plain INSERT … SELECT of the same
+number of invoice lines (the floor) and prints the ratio and the peak RSS of this process.
+"""
+
+import argparse
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import create_engine, text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+PERIOD = "2026-10"
+
+
+def recreate(url: str) -> None:
+    parsed = make_url(url)
+    admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d "
+                          "AND pid <> pg_backend_pid()"), {"d": parsed.database})
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{parsed.database}"'))
+        conn.execute(text(f'CREATE DATABASE "{parsed.database}"'))
+    admin.dispose()
+
+
+GENERATE = [
+    # customers
+    """INSERT INTO users (email, password_hash, is_admin, created_at, cash_balance_cents, voucher_balance_cents,
+                          on_hold, disputed, name, country)
+       SELECT 'c' || g || '@bench.local', 'x', false, now(), 0, 0, false, false, 'Customer ' || g,
+              CASE WHEN g % 2 = 0 THEN 'DE' ELSE 'US' END
+       FROM generate_series(1, :customers) g""",
+    # 12 plans with one price each
+    """INSERT INTO plans (name, kind, size, public_ip, created_at)
+       SELECT k || '-' || s || CASE WHEN ip THEN '-ip' ELSE '' END, k, s, ip, now()
+       FROM unnest(ARRAY['vm','k8s']) k, unnest(ARRAY['small','medium','large']) s, unnest(ARRAY[false,true]) ip""",
+    """INSERT INTO plan_prices (plan_id, hourly_price, effective_at, created_at)
+       SELECT id, 0.010000 + id * 0.013457, '2026-01-01', now() FROM plans""",
+    # 3 deployments per customer
+    """INSERT INTO deployments (external_id, customer_id, name, plan_id, plan_name, hourly_price, state,
+                                created_at, last_event_at)
+       SELECT 'd' || g, (g % :customers) + 1, 'deployment-' || g, p.id, p.name, pp.hourly_price,
+              CASE WHEN g % 10 = 9 THEN 'failed' WHEN g % 3 = 1 THEN 'deleted' WHEN g % 3 = 0 THEN 'running'
+                   ELSE 'suspended' END,
+              timestamptz '2026-09-20' + (g % 20000) * interval '97 seconds',
+              timestamptz '2026-09-20' + (g % 20000) * interval '97 seconds'
+       FROM generate_series(1, :deployments) g
+       JOIN plans p ON p.id = (g % 12) + 1 JOIN plan_prices pp ON pp.plan_id = p.id""",
+]
+
+EVENTS = """
+INSERT INTO deployment_events (event_id, deployment_id, kind, occurred_at, received_at)
+SELECT 'e' || d.id || '-' || x.n, d.id, x.kind, d.created_at + x.offset_s * interval '1 second', now()
+FROM deployments d
+CROSS JOIN LATERAL (
+    SELECT * FROM (VALUES
+        (1, 'created', 0, true),
+        (2, CASE WHEN d.id % 10 = 9 THEN 'failed' ELSE 'succeeded' END, 60, true),
+        (3, 'suspended', 2 * 86400 + d.id % 7200, d.id % 3 = 0 AND d.id % 10 <> 9),
+        (4, 'resumed', 3 * 86400 + d.id % 3600, d.id % 3 = 0 AND d.id % 10 <> 9),
+        (5, 'deleted', 12 * 86400 + d.id % 86400, d.id % 3 = 1),
+        (6, 'suspended', 15 * 86400 + d.id % 5000, d.id % 3 = 2 AND d.id % 10 <> 9)
+    ) AS v(n, kind, offset_s, wanted) WHERE wanted
+) x
+"""
+
+FLOOR = """
+INSERT INTO floor_lines (invoice_id, position, description, plan_name, deployment_id, seconds, hourly_price,
+                         amount_cents)
+SELECT g, 0, 'deployment-' || g, 'vm-small', g, 3600 + g % 1000, 0.023457, g % 5000
+FROM generate_series(1, :lines) g
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--database-url", default=os.environ.get(
+        "BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/paydesk_bench_usage"))
+    args = parser.parse_args()
+    customers, deployments = args.customers, args.customers * 3
+
+    recreate(args.database_url)
+    from app.migrate import upgrade_database
+
+    upgrade_database(args.database_url)
+    os.environ.update(DATABASE_URL=args.database_url, JOBS_MODE="inline", VAT_RATE="0.19")
+    os.environ.pop("REDIS_URL", None)
+    from app import create_app
+    from app.billing.monthly import issue_monthly_invoices_bulk
+    from app.extensions import db
+
+    app = create_app()
+    engine = app.extensions["paydesk_engine"]
+    started = time.perf_counter()
+    with engine.begin() as conn:
+        for statement in GENERATE:
+            conn.execute(text(statement), {"customers": customers, "deployments": deployments})
+        conn.execute(text(EVENTS))
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE"))
+        events = conn.execute(text("SELECT count(*) FROM deployment_events")).scalar_one()
+    print(f"generated customers={customers} deployments={deployments} events={events} "
+          f"in {time.perf_counter() - started:.1f}s", flush=True)
+
+    with app.app_context():
+        session = db.new_session()
+        t0 = time.perf_counter()
+        report = issue_monthly_invoices_bulk(session, PERIOD)
+        job_seconds = time.perf_counter() - t0
+        session.close()
+        t0 = time.perf_counter()
+        again = issue_monthly_invoices_bulk(db.new_session(), PERIOD)
+        rerun_seconds = time.perf_counter() - t0
+
+    with engine.connect() as conn:
+        written = conn.execute(text(
+            "SELECT (SELECT count(*) FROM invoices) + (SELECT count(*) FROM invoice_lines) "
+            "+ (SELECT count(*) FROM usage_charges) + (SELECT count(*) FROM settlement_requests)")).scalar_one()
+        gapless = conn.execute(text(
+            "SELECT count(*) = max(number_seq) AND min(number_seq) = 1 FROM invoices")).scalar_one()
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE floor_lines (LIKE invoice_lines INCLUDING ALL)"))
+    with engine.begin() as conn:
+        t0 = time.perf_counter()
+        conn.execute(text(FLOOR), {"lines": report.lines})
+        floor_seconds = time.perf_counter() - t0
+
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"job: invoices={report.invoices} lines={report.lines} rows_written={written} seconds={job_seconds:.2f}")
+    print(f"re-run: invoices={again.invoices} seconds={rerun_seconds:.2f}; numbers gapless={gapless}")
+    print(f"floor: INSERT ... SELECT of {report.lines} lines seconds={floor_seconds:.2f}")
+    print(
+        f"bench monthly: invoices={report.invoices} seconds={job_seconds:.1f} rows_per_s={written / job_seconds:.0f} "
+        f"floor_s={floor_seconds:.1f} ratio={job_seconds / floor_seconds:.1f} peak_rss_mb={peak_rss_mb:.0f}"
+    )
+    engine.dispose()
+
+
+if __name__ == "__main__":
+    main()

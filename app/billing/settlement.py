@@ -319,8 +319,7 @@ def _send_attempt(session: Session, attempt_id: int, report: SettlementReport) -
         currency=invoice.currency,
         idempotency_key=attempt.idempotency_key,
         metadata={"paydesk_purpose": "invoice", "paydesk_invoice_id": str(invoice.id),
-                  "paydesk_customer_id": str(attempt.customer_id)},
-        description=f"Invoice {invoice.number}",
+                  "paydesk_customer_id": str(attempt.customer_id), "paydesk_invoice_number": invoice.number or ""},
     )
     session.rollback()  # no transaction (and no lock) open while Stripe is called
     try:

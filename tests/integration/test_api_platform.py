@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 from app.billing.usage import mark_customer_deployments_for_deletion
 from app.models.usage import Deployment, DeploymentEvent
 from tests.conftest import PLATFORM_TOKEN
-from tests.integration.usage_helpers import add_card, make_plan, stripe_emulator  # noqa: F401
+from tests.integration.usage_helpers import add_card, make_plan
 
 pytestmark = pytest.mark.integration
 AUTH = {"Authorization": f"Bearer {PLATFORM_TOKEN}"}

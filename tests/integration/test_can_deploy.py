@@ -6,7 +6,7 @@ import pytest
 
 from app.billing.can_deploy import can_deploy
 from app.billing.ledger import post_entry
-from tests.integration.usage_helpers import add_card, make_plan, run_deployment, stripe_emulator  # noqa: F401
+from tests.integration.usage_helpers import add_card, make_plan, run_deployment
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from app.billing import monthly
 from app.models import Invoice, InvoiceLine, InvoiceNumberCounter, SettlementRequest
 from app.models.usage import UsageCharge
-from tests.integration.usage_helpers import event, make_plan, run_deployment, stripe_emulator  # noqa: F401
+from tests.integration.usage_helpers import event, make_plan, run_deployment
 
 pytestmark = pytest.mark.integration
 

@@ -4,8 +4,6 @@ import itertools
 from datetime import UTC, datetime
 from decimal import Decimal
 
-import pytest
-
 from app.billing import pricing
 from app.billing.usage import record_deployment_event
 from app.models import Card
@@ -52,22 +50,3 @@ def add_card(session, customer, *, exp_year=2099, removed=False):
     session.add(card)
     session.commit()
     return card
-
-
-@pytest.fixture(scope="session")
-def stripe_emulator():
-    """The real emulator when it is available; these tests never call Stripe."""
-    try:
-        from devtools.stripe_emulator.process import start_emulator
-    except ImportError:
-        class _Absent:
-            api_base = "http://127.0.0.1:9"
-
-            def stop(self):
-                pass
-
-        yield _Absent()
-        return
-    emulator = start_emulator()
-    yield emulator
-    emulator.stop()

@@ -44,6 +44,7 @@ HOP_BY_HOP = {
     "host", "content-length", "transfer-encoding", "connection", "keep-alive", "accept-encoding",
     "proxy-connection", "upgrade", "te", "trailer",
 }
+NOT_SAVED_STATUSES = {400, 401, 403, 404, 409, 429}
 EVENT_HORIZON = 100_000  # localstripe list limit used to fetch "all" events
 
 
@@ -378,7 +379,9 @@ async def idempotency_middleware(request: web.Request, handler):
             resp.headers["Idempotency-Key"] = key
             return resp
         resp = await handler(request)
-        if isinstance(resp, web.Response) and isinstance(resp.body, bytes):
+        # Like Stripe: nothing is saved when the request failed validation (the endpoint never ran).
+        if (isinstance(resp, web.Response) and isinstance(resp.body, bytes)
+                and resp.status not in NOT_SAVED_STATUSES):
             emu.idem[scope] = StoredResponse(fingerprint, resp.status, resp.body,
                                              resp.headers.get("Content-Type"))
         resp.headers["Idempotency-Key"] = key

@@ -283,6 +283,14 @@ def test_idempotency_key_replays_and_rejects_other_params(client, customer):
     assert other.id != first.id
 
 
+def test_idempotency_validation_errors_are_not_saved(client, customer):
+    pm = card_pm(client, customer.id)
+    key = str(uuid.uuid4())
+    with pytest.raises(stripe.InvalidRequestError):
+        charge(client, customer.id, "pm_missing", key)
+    assert charge(client, customer.id, pm, key).status == "succeeded"
+
+
 def test_idempotency_concurrent_same_key(client, customer):
     pm = card_pm(client, customer.id)
     key = str(uuid.uuid4())

@@ -12,7 +12,7 @@ from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import DateField, HiddenField, IntegerField, StringField
-from wtforms.validators import DataRequired, Length, NumberRange, Optional
+from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
 from app.billing import vouchers as voucher_service
 from app.billing.money import InvalidAmount, parse_amount
@@ -26,7 +26,7 @@ class VoucherBatchForm(FlaskForm):
         "Number of codes",
         default=1,
         validators=[
-            DataRequired(message="Enter how many codes to create."),
+            InputRequired(message="Enter how many codes to create."),
             NumberRange(1, voucher_service.MAX_BATCH, message=f"Between 1 and {voucher_service.MAX_BATCH}."),
         ],
     )
@@ -36,7 +36,7 @@ class VoucherBatchForm(FlaskForm):
         "Max redemptions per code",
         default=1,
         validators=[
-            DataRequired(message="Enter how often each code may be redeemed."),
+            InputRequired(message="Enter how often each code may be redeemed."),
             NumberRange(1, voucher_service.MAX_REDEMPTIONS, message="At least 1."),
         ],
     )

@@ -1,10 +1,12 @@
 """Email jobs. RQ retries them when SMTP fails (see enqueue options at the call sites)."""
 
 from flask import url_for
+from rq import Retry
 
 from app.mail import build_message, send_message
 from app.models import User
-from jobs.runtime import job_session
+from jobs.queue import enqueue
+from jobs.runtime import job_session, worker_app
 
 
 def send_password_reset_email(user_id: int, token: str) -> None:
@@ -19,3 +21,24 @@ def send_password_reset_email(user_id: int, token: str) -> None:
             link = url_for("auth.reset_password", token=token, _external=True)
             msg = build_message(user.email, "Reset your Paydesk password", "password_reset", link=link, user=user)
         send_message(msg)
+
+
+# Failed sends are retried by RQ with these delays (seconds); the job raises on SMTP failure.
+EMAIL_RETRY = Retry(max=5, interval=[10, 60, 300, 900, 3600])
+
+
+def send_templated_email(to: str, subject: str, template: str, context: dict | None = None) -> None:
+    """Render templates/email/<template>.txt/.html with `context` (plain values) and send it.
+    Raises on SMTP failure so RQ retries it."""
+    from flask import current_app, has_app_context
+
+    if not has_app_context():
+        with worker_app().app_context():
+            return send_templated_email(to, subject, template, context)
+    msg = build_message(to, subject, template, base_url=current_app.config["BASE_URL"], **(context or {}))
+    send_message(msg)
+
+
+def enqueue_email(to: str, subject: str, template: str, **context) -> bool:
+    """Send an email in the background, retried with backoff when SMTP fails."""
+    return enqueue(send_templated_email, to, subject, template, context, retry=EMAIL_RETRY)

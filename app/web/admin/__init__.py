@@ -6,6 +6,7 @@ bp = Blueprint("admin", __name__)
 
 from app.web.admin import (  # noqa: E402,F401  (modules attach their routes to bp)
     customers,
+    dunning,
     home,
     invoices,
     pricing,

@@ -38,7 +38,9 @@ def register_cli(app: Flask) -> None:
         app = current_app._get_current_object()
         if app.config["JOBS_MODE"] == "inline":
             start_inline_scheduler(app)
-        app.run(host=host, port=port, threaded=True, use_reloader=False)
+        from werkzeug.serving import run_simple
+
+        run_simple(host, port, app, threaded=True, use_reloader=False)
 
     @app.cli.command("seed-demo")
     def seed_demo_command():

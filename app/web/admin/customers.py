@@ -1,3 +1,100 @@
-"""Admin customer pages (money-core / dunning issues)."""
+"""Admin customer pages (money core; the dunning issue adds its panel): search, detail with
+ledger, invoices and cards, cash balance adjustment with a reason."""
 
-from app.web.admin import bp  # noqa: F401
+import secrets
+
+from flask import abort, flash, redirect, request, url_for
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from sqlalchemy import func, or_, select
+from wtforms import HiddenField, StringField, TextAreaField
+from wtforms.validators import DataRequired, Length
+
+from app.billing.adjustments import AdjustmentError, adjust_cash_balance
+from app.billing.money import InvalidAmount, format_money, parse_amount
+from app.extensions import db
+from app.models import Card, Invoice, LedgerEntry, User
+from app.web.admin import bp
+from app.web.helpers import admin_required, render_page_or_block
+
+PAGE_SIZE = 50
+
+
+class AdjustmentForm(FlaskForm):
+    amount = StringField("Amount (prefix with - to debit)", validators=[DataRequired(message="Enter an amount.")])
+    reason = TextAreaField("Reason", validators=[DataRequired(message="Give a reason."), Length(max=500)])
+    request_key = HiddenField()
+
+
+@bp.get("/customers")
+@admin_required
+def customers():
+    q = (request.args.get("q") or "").strip()
+    page = max(request.args.get("page", 1, type=int) or 1, 1)
+    query = select(User).where(User.is_admin.is_(False))
+    if q:
+        like = q.lower()
+        conditions = [func.lower(User.email).contains(like), func.lower(func.coalesce(User.name, "")).contains(like),
+                      func.lower(func.coalesce(User.company, "")).contains(like)]
+        if q.isdigit():
+            conditions.append(User.id == int(q))
+        query = query.where(or_(*conditions))
+    total = db.session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = list(db.session.scalars(query.order_by(User.email).offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE)))
+    return render_page_or_block(
+        "admin/customers.html", "customer_table", customers=rows, q=q, page=page,
+        pages=max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1), total=total,
+    )
+
+
+def _customer_or_404(customer_id: int) -> User:
+    customer = db.session.get(User, customer_id)
+    if customer is None or customer.is_admin:
+        abort(404)
+    return customer
+
+
+def _render_detail(customer: User, form: AdjustmentForm | None = None, status: int = 200):
+    form = form or AdjustmentForm()
+    if not form.request_key.data:
+        form.request_key.data = secrets.token_urlsafe(16)
+    session = db.session
+    body = render_page_or_block(
+        "admin/customer_detail.html", "adjustment_panel", customer=customer, form=form,
+        ledger=list(session.scalars(select(LedgerEntry).where(LedgerEntry.customer_id == customer.id)
+                                    .order_by(LedgerEntry.id.desc()).limit(100))),
+        invoices=list(session.scalars(select(Invoice).where(Invoice.customer_id == customer.id)
+                                      .order_by(Invoice.id.desc()).limit(100))),
+        cards=list(session.scalars(select(Card).where(Card.customer_id == customer.id)
+                                   .order_by(Card.is_default.desc(), Card.created_at.desc()))),
+    )
+    return body, status
+
+
+@bp.get("/customers/<int:customer_id>")
+@admin_required
+def customer_detail(customer_id: int):
+    return _render_detail(_customer_or_404(customer_id))
+
+
+@bp.post("/customers/<int:customer_id>/adjust")
+@admin_required
+def adjust_balance(customer_id: int):
+    customer = _customer_or_404(customer_id)
+    form = AdjustmentForm()
+    if not form.validate_on_submit():
+        return _render_detail(customer, form, 400)
+    text = (form.amount.data or "").strip()
+    sign = -1 if text.startswith("-") else 1
+    try:
+        amount = sign * parse_amount(text.lstrip("-+"))
+        adjust_cash_balance(db.session, actor_id=current_user.id, customer_id=customer.id, amount_cents=amount,
+                            reason=form.reason.data, request_key=form.request_key.data or secrets.token_urlsafe(16))
+    except InvalidAmount:
+        form.amount.errors.append("Enter an amount like 25.00 or -10.00.")
+        return _render_detail(customer, form, 400)
+    except AdjustmentError as exc:
+        form.amount.errors.append(str(exc))
+        return _render_detail(customer, form, 409)
+    flash(f"Adjusted the cash balance of {customer.email} by {format_money(amount)}.", "success")
+    return redirect(url_for("admin.customer_detail", customer_id=customer.id), 303)

@@ -1,3 +1,167 @@
-"""Admin invoice pages (money-core issue)."""
+"""Admin invoice pages (money core): list with filters and CSV export, detail, void, bank transfer, PDF."""
 
-from app.web.admin import bp  # noqa: F401
+import csv
+import io
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from flask import Response, abort, flash, redirect, request, url_for
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from sqlalchemy import func, select
+from wtforms import StringField, TextAreaField
+from wtforms.validators import Length, Optional
+
+from app.billing.invoices import InvoiceError, record_bank_transfer, void_invoice
+from app.billing.money import InvalidAmount, format_money, minor_unit_factor, parse_amount, to_decimal
+from app.extensions import db
+from app.models import ChargeAttempt, Invoice, User
+from app.models.invoice import INVOICE_STATES
+from app.pdf import render_invoice_pdf
+from app.web.admin import bp
+from app.web.helpers import admin_required, render_page_or_block
+
+PAGE_SIZE = 50
+
+
+class VoidForm(FlaskForm):
+    reason = TextAreaField("Reason", validators=[Optional(), Length(max=2000)])
+
+
+class BankTransferForm(FlaskForm):
+    amount = StringField("Amount received (empty: all that is due)", validators=[Optional()])
+    reference = StringField("Bank reference", validators=[Optional(), Length(max=200)])
+
+
+def _filtered_query(args):
+    query = select(Invoice).join(User, User.id == Invoice.customer_id)
+    state = args.get("state", "")
+    if state in INVOICE_STATES:
+        query = query.where(Invoice.state == state)
+    customer = (args.get("customer") or "").strip()
+    if customer:
+        if customer.isdigit():
+            query = query.where(Invoice.customer_id == int(customer))
+        else:
+            query = query.where(func.lower(User.email).contains(customer.lower()))
+    period = (args.get("period") or "").strip()
+    if period:
+        try:
+            start = datetime.strptime(period, "%Y-%m").replace(tzinfo=UTC)
+        except ValueError:
+            start = None
+        if start is not None:
+            end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
+            query = query.where(
+                (Invoice.billing_period == period) | ((Invoice.issued_at >= start) & (Invoice.issued_at < end))
+            )
+    return query.order_by(Invoice.issued_at.desc().nulls_last(), Invoice.id.desc())
+
+
+@bp.get("/invoices")
+@admin_required
+def invoices():
+    page = max(request.args.get("page", 1, type=int) or 1, 1)
+    query = _filtered_query(request.args)
+    total = db.session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = list(db.session.scalars(query.offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE)))
+    emails = dict(db.session.execute(select(User.id, User.email).where(User.id.in_({i.customer_id for i in rows}))).all())
+    return render_page_or_block(
+        "admin/invoices.html", "invoice_table", invoices=rows, emails=emails, states=INVOICE_STATES,
+        args=request.args, page=page, pages=max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1), total=total,
+    )
+
+
+@bp.get("/invoices.csv")
+@admin_required
+def invoices_csv():
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["number", "customer_id", "email", "state", "issued_at", "billing_period", "currency",
+                     "subtotal", "tax", "total", "paid", "due"])
+    rows = db.session.execute(_filtered_query(request.args).add_columns(User.email))
+    for invoice, email in rows:
+        writer.writerow([
+            invoice.number, invoice.customer_id, email, invoice.state,
+            invoice.issued_at.isoformat() if invoice.issued_at else "", invoice.billing_period or "",
+            invoice.currency, _plain_amount(invoice.subtotal_cents), _plain_amount(invoice.tax_cents),
+            _plain_amount(invoice.total_cents), _plain_amount(invoice.paid_cents),
+            _plain_amount(invoice.amount_due_cents),
+        ])
+    return Response(out.getvalue(), mimetype="text/csv",
+                    headers={"Content-Disposition": 'attachment; filename="invoices.csv"'})
+
+
+def _plain_amount(cents: int) -> str:
+    """'25.00' for the CSV: major units with the currency's number of decimals, no symbol."""
+    return str(to_decimal(cents).quantize(Decimal(1) / minor_unit_factor()))
+
+
+def _invoice_or_404(invoice_id: int) -> Invoice:
+    invoice = db.session.get(Invoice, invoice_id)
+    if invoice is None:
+        abort(404)
+    return invoice
+
+
+def _render_detail(invoice: Invoice, void_form=None, transfer_form=None, status: int = 200):
+    attempts = list(db.session.scalars(
+        select(ChargeAttempt).where(ChargeAttempt.invoice_id == invoice.id).order_by(ChargeAttempt.id)
+    ))
+    body = render_page_or_block(
+        "admin/invoice_detail.html", "invoice_actions", invoice=invoice, attempts=attempts,
+        customer=db.session.get(User, invoice.customer_id),
+        void_form=void_form or VoidForm(), transfer_form=transfer_form or BankTransferForm(),
+    )
+    return body, status
+
+
+@bp.get("/invoices/<int:invoice_id>")
+@admin_required
+def invoice_detail(invoice_id: int):
+    return _render_detail(_invoice_or_404(invoice_id))
+
+
+@bp.get("/invoices/<int:invoice_id>/pdf")
+@admin_required
+def invoice_pdf(invoice_id: int):
+    invoice = _invoice_or_404(invoice_id)
+    return Response(render_invoice_pdf(invoice), mimetype="application/pdf",
+                    headers={"Content-Disposition": f'attachment; filename="invoice-{invoice.number or invoice.id}.pdf"'})
+
+
+@bp.post("/invoices/<int:invoice_id>/void")
+@admin_required
+def void(invoice_id: int):
+    invoice = _invoice_or_404(invoice_id)
+    form = VoidForm()
+    if not form.validate_on_submit():
+        return _render_detail(invoice, void_form=form, status=400)
+    try:
+        void_invoice(db.session, invoice.id, actor_id=current_user.id, reason=form.reason.data or None)
+    except InvoiceError as exc:
+        flash(str(exc), "error")
+        return _render_detail(db.session.get(Invoice, invoice_id), void_form=form, status=409)
+    flash(f"Invoice {invoice.number} voided.", "success")
+    return redirect(url_for("admin.invoice_detail", invoice_id=invoice_id), 303)
+
+
+@bp.post("/invoices/<int:invoice_id>/bank-transfer")
+@admin_required
+def mark_paid(invoice_id: int):
+    invoice = _invoice_or_404(invoice_id)
+    form = BankTransferForm()
+    if not form.validate_on_submit():
+        return _render_detail(invoice, transfer_form=form, status=400)
+    try:
+        amount = parse_amount(form.amount.data) if (form.amount.data or "").strip() else None
+        payment = record_bank_transfer(db.session, invoice.id, actor_id=current_user.id, amount_cents=amount,
+                                       reference=form.reference.data or None)
+    except InvalidAmount:
+        form.amount.errors.append("Enter an amount like 25.00.")
+        return _render_detail(invoice, transfer_form=form, status=400)
+    except InvoiceError as exc:
+        form.amount.errors.append(str(exc))
+        return _render_detail(db.session.get(Invoice, invoice_id), transfer_form=form, status=409)
+    flash(f"Recorded a bank transfer of {format_money(payment.amount_cents)}.", "success")
+    return redirect(url_for("admin.invoice_detail", invoice_id=invoice_id), 303)

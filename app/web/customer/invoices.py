@@ -1,3 +1,123 @@
-"""Invoice pages (money-core issue)."""
+"""Customer invoice pages (money core): list, detail with payments, pay now, PDF, dashboard panel."""
 
-from app.web.customer import bp  # noqa: F401
+from flask import Response, flash, redirect, request, url_for
+from flask_login import current_user
+from sqlalchemy import func, select
+
+from app.billing.settlement_requests import request_settlement
+from app.extensions import db
+from app.models import Invoice, SettlementRequest
+from app.models.invoice import INVOICE_STATES
+from app.pdf import render_invoice_pdf
+from app.web.customer import bp
+from app.web.helpers import customer_required, is_htmx, owned_or_404, render_page_or_block
+
+PAGE_SIZE = 20
+MAX_POLLS = 60
+VISIBLE_STATES = tuple(s for s in INVOICE_STATES if s != "draft")
+
+
+def _settlement_waiting(customer_id: int) -> bool:
+    return db.session.get(SettlementRequest, customer_id) is not None
+
+
+@bp.app_context_processor
+def _open_invoices_panel_functions():
+    def open_invoices_for_current_customer(limit: int = 5):
+        if not current_user.is_authenticated:
+            return []
+        return list(
+            db.session.scalars(
+                select(Invoice)
+                .where(Invoice.customer_id == current_user.id, Invoice.state == "open")
+                .order_by(Invoice.issued_at, Invoice.id)
+                .limit(limit)
+            )
+        )
+
+    return {"open_invoices_for_current_customer": open_invoices_for_current_customer}
+
+
+@bp.get("/invoices")
+@customer_required
+def invoices():
+    state = request.args.get("state", "")
+    if state not in VISIBLE_STATES:
+        state = ""
+    page = max(request.args.get("page", 1, type=int) or 1, 1)
+    query = select(Invoice).where(Invoice.customer_id == current_user.id, Invoice.state != "draft")
+    if state:
+        query = query.where(Invoice.state == state)
+    total = db.session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = list(
+        db.session.scalars(
+            query.order_by(Invoice.issued_at.desc(), Invoice.id.desc()).offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE)
+        )
+    )
+    return render_page_or_block(
+        "customer/invoices.html", "invoice_list", invoices=rows, state=state, states=VISIBLE_STATES,
+        page=page, pages=max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1), total=total,
+    )
+
+
+def _visible_invoice(invoice_id: int) -> Invoice:
+    invoice = owned_or_404(db.session, Invoice, invoice_id, current_user.id)
+    if invoice.state == "draft":
+        from flask import abort
+
+        abort(404)
+    return invoice
+
+
+@bp.get("/invoices/<int:invoice_id>")
+@customer_required
+def invoice_detail(invoice_id: int):
+    invoice = _visible_invoice(invoice_id)
+    return render_page_or_block(
+        "customer/invoice_detail.html", "invoice_status", invoice=invoice,
+        settling=_settlement_waiting(current_user.id), polls=0,
+    )
+
+
+@bp.post("/invoices/<int:invoice_id>/pay")
+@customer_required
+def pay_invoice(invoice_id: int):
+    """Ask for settlement now; the page then polls the status fragment until the job is done."""
+    invoice = _visible_invoice(invoice_id)
+    if invoice.state == "open":
+        request_settlement(db.session, current_user.id)
+        db.session.commit()
+        flash("Paying this invoice from your balance and cards…", "info")
+    if not is_htmx():
+        return redirect(url_for("customer.invoice_detail", invoice_id=invoice.id), 303)
+    return render_page_or_block(
+        "customer/invoice_detail.html", "invoice_status", invoice=invoice,
+        settling=invoice.state == "open", polls=0,
+    )
+
+
+@bp.get("/invoices/<int:invoice_id>/status")
+@customer_required
+def invoice_status(invoice_id: int):
+    """The status fragment (state, amounts, payments); keeps polling while a settlement is waiting."""
+    invoice = _visible_invoice(invoice_id)
+    polls = request.args.get("polls", 0, type=int) + 1
+    settling = _settlement_waiting(current_user.id) and polls < MAX_POLLS
+    if not settling and invoice.state == "open" and polls > 1:
+        flash("We could not pay all of this invoice. Add funds or a card, then try again.", "error")
+    elif not settling and invoice.state == "paid" and polls > 1:
+        flash(f"Invoice {invoice.number} is paid.", "success")
+    return render_page_or_block(
+        "customer/invoice_detail.html", "invoice_status", invoice=invoice, settling=settling, polls=polls,
+    )
+
+
+@bp.get("/invoices/<int:invoice_id>/pdf")
+@customer_required
+def invoice_pdf(invoice_id: int):
+    invoice = _visible_invoice(invoice_id)
+    return Response(
+        render_invoice_pdf(invoice),
+        mimetype="application/pdf",
+        headers={"Content-Disposition": f'attachment; filename="invoice-{invoice.number}.pdf"'},
+    )

@@ -6,8 +6,8 @@ from sqlalchemy.orm import Session
 from app import accounts
 from app.models import User
 
-DEMO_ADMIN = ("admin@paydesk.local", "admin-password")
-DEMO_CUSTOMER = ("customer@paydesk.local", "customer-password")
+DEMO_ADMIN = ("admin@example.com", "admin-password")
+DEMO_CUSTOMER = ("customer@example.com", "customer-password")
 
 
 def seed_demo(session: Session) -> list[str]:

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from app.billing.ledger import post_entry
 from app.billing.money import format_money
 from app.billing.settlement_requests import request_settlement
+from app.models.base import utcnow
 from app.models.stripe_events import Topup
 from app.payments import gateway
 from app.payments.customers import customer_id_for, ensure_stripe_customer
@@ -97,7 +98,7 @@ def credit_topup(
     if posted.created:
         insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
         session.execute(
-            insert(Topup)
+            insert(Topup.__table__)
             .values(
                 customer_id=customer_id,
                 payment_intent_id=payment_intent_id,
@@ -105,8 +106,9 @@ def credit_topup(
                 amount_cents=amount_cents,
                 refunded_cents=0,
                 ledger_entry_id=posted.entry.id,
+                created_at=utcnow(),
             )
-            .on_conflict_do_nothing(index_elements=[Topup.payment_intent_id])
+            .on_conflict_do_nothing(index_elements=[Topup.__table__.c.payment_intent_id])
         )
         request_settlement(session, customer_id)
     return Credited(payment_intent_id, posted.entry.amount_cents, posted.created)

@@ -15,7 +15,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from app.billing import cards, topups
-from app.models import ChargeAttempt, User
+from app.models import BillingCustomer, ChargeAttempt, User
 from app.models.base import utcnow
 from app.models.stripe_events import CashRefund, PaymentDispute, StripeEvent, Topup
 from app.payments import gateway
@@ -34,24 +34,32 @@ def apply_event(session: Session, event: dict, *, source: str = "webhook") -> bo
     """Record and apply one verified event. Returns False for an event already processed. Commits."""
     obj = (event.get("data") or {}).get("object") or {}
     stripe_customer = _id(obj.get("customer")) if obj.get("object") != "customer" else obj.get("id")
-    customer_id = customer_id_for(session, stripe_customer)
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    events = StripeEvent.__table__
+    # One statement: map the Stripe customer and claim the event id (the unique key).
     recorded = session.execute(
-        insert(StripeEvent)
+        insert(events)
         .values(
             id=event["id"],
             type=event["type"],
             created=int(event.get("created") or 0),
-            customer_id=customer_id,
+            customer_id=(
+                select(BillingCustomer.customer_id)
+                .where(BillingCustomer.stripe_customer_id == stripe_customer)
+                .scalar_subquery()
+                if isinstance(stripe_customer, str)
+                else None
+            ),
             source=source,
             processed_at=utcnow(),
         )
-        .on_conflict_do_nothing(index_elements=[StripeEvent.id])
-        .returning(StripeEvent.id)
-    ).scalar()
+        .on_conflict_do_nothing(index_elements=[events.c.id])
+        .returning(events.c.customer_id)
+    ).first()
     if recorded is None:
         session.rollback()
         return False
+    customer_id = recorded.customer_id
     handler = HANDLERS.get(event["type"])
     try:
         if handler is not None:

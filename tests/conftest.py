@@ -7,6 +7,7 @@ The schema is built once per run through Alembic; every test that uses `app` sta
 empty tables and an empty Redis database.
 """
 
+import contextvars
 import os
 import re
 import signal
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import redis as redis_lib
+from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -165,11 +167,20 @@ def test_env(database_url, redis_url, smtp_server, stripe_emulator, live_port) -
     return env
 
 
+class IsolatedClient(FlaskClient):
+    """A test client whose every request gets its own app context (and so its own `g`), as in
+    production, even though the `app` fixture keeps an app context pushed for the test body."""
+
+    def open(self, *args, **kwargs):
+        return contextvars.Context().run(super().open, *args, **kwargs)
+
+
 @pytest.fixture(scope="session")
 def _app(test_env):
     from app import create_app
 
     application = create_app({"TESTING": True})
+    application.test_client_class = IsolatedClient
     yield application
     application.extensions["paydesk_engine"].dispose()
 

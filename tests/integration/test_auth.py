@@ -188,3 +188,14 @@ def test_htmx_requests_carry_the_csrf_token_in_a_header(client, factory):
     response = client.post("/logout", headers={"X-CSRFToken": token, "HX-Request": "true"})
     assert response.status_code == 303
     assert client.get("/dashboard").status_code == 302
+
+
+def test_two_clients_keep_their_own_sessions_and_csrf_tokens(app, factory):
+    factory.customer(email="a@example.com")
+    factory.customer(email="b@example.com")
+    first, second = app.test_client(), app.test_client()
+    login(first, "a@example.com")
+    login(second, "b@example.com")
+    assert "a@example.com" in first.get("/dashboard").get_data(as_text=True)
+    assert "b@example.com" in second.get("/dashboard").get_data(as_text=True)
+    assert get_csrf(first, "/dashboard") != get_csrf(second, "/dashboard")

@@ -108,6 +108,15 @@ def test_usable_cards_are_default_first_then_newest_and_skip_expired_and_removed
     assert [c.id for c in card_service.usable_cards(session, customer.id)] == [default.id, newest.id, old.id]
 
 
-def test_the_cards_pages_need_a_login(client):
-    assert client.get("/cards").status_code in (302, 401)
-    assert client.get("/balance").status_code in (302, 401)
+@pytest.mark.parametrize(
+    "path", ["/cards", "/balance", "/stripe/checkout/card/return?session_id=cs_x", "/stripe/checkout/topup/return"]
+)
+def test_the_card_and_balance_pages_need_a_login(client, path):
+    assert client.get(path).status_code in (302, 401)
+
+
+def test_post_routes_need_a_login_and_csrf(client, customer):
+    assert client.post("/cards/add").status_code in (302, 400, 401)
+    login(client, customer.email)
+    assert client.post("/cards/add").status_code == 400  # no CSRF token
+    assert client.post("/balance/topup", data={"amount": "25"}).status_code == 400

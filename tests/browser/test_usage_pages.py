@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 
 from app.models.base import utcnow
-from tests.integration.usage_helpers import event, make_plan, stripe_emulator  # noqa: F401
+from tests.integration.usage_helpers import event, make_plan
 
 pytestmark = pytest.mark.browser
 

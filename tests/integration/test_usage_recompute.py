@@ -9,7 +9,7 @@ from app.billing.pricing import ensure_demo_plans
 from app.models import AuditLog, Invoice
 from app.models.usage import Plan, UsageCharge
 from tests.conftest import get_csrf, login
-from tests.integration.usage_helpers import event, make_plan, run_deployment, stripe_emulator  # noqa: F401
+from tests.integration.usage_helpers import event, make_plan, run_deployment
 
 pytestmark = pytest.mark.integration
 

@@ -78,7 +78,8 @@ def _record_card(session: Session, customer_id: int | None, setup_intent_id: str
     try:
         pm = cards.payment_method_from_setup_intent(setup_intent_id)
         cards.record_payment_method(session, customer_id, pm)
-    except (cards.DuplicateCard, cards.CardSetupIncomplete) as exc:
+    except (cards.DuplicateCard, cards.CardSetupIncomplete, gateway.PaymentRequestInvalid) as exc:
+        # permanent outcomes: recording the event stops Stripe from retrying it
         log.info("setup intent %s not recorded: %s", setup_intent_id, exc)
 
 

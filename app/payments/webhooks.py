@@ -114,19 +114,28 @@ def on_payment_method_updated(session: Session, obj: dict, customer_id: int | No
         cards.handle_payment_method_updated(session, gateway.payment_method_info(obj))
 
 
+def _settle_refund_part(session: Session, refund: dict) -> bool:
+    """A refund Stripe confirms: mark our pending part (found by its metadata) succeeded."""
+    part_id = (refund.get("metadata") or {}).get("paydesk_cash_refund_id")
+    if not part_id or not str(part_id).isdigit() or refund.get("status") not in ("succeeded", "pending"):
+        return False
+    part = session.get(CashRefund, int(part_id))
+    if part is None:
+        return False
+    if part.status == "pending":
+        part.status, part.stripe_refund_id, part.error_message = "succeeded", refund.get("id"), None
+    return True
+
+
+def on_refund_event(session: Session, obj: dict, customer_id: int | None) -> None:
+    if not _settle_refund_part(session, obj):
+        log.warning("refund %s was not made by Paydesk; review the customer's balance", obj.get("id"))
+
+
 def on_charge_refunded(session: Session, obj: dict, customer_id: int | None) -> None:
-    refunds = ((obj.get("refunds") or {}).get("data")) or []
-    ids = [r.get("id") for r in refunds if r.get("id")]
-    if ids:
-        session.execute(
-            update(CashRefund)
-            .where(CashRefund.stripe_refund_id.in_(ids), CashRefund.status == "pending")
-            .values(status="succeeded")
-        )
-    known = set(session.scalars(select(CashRefund.stripe_refund_id).where(CashRefund.stripe_refund_id.in_(ids))))
-    unknown = [i for i in ids if i not in known]
-    if unknown:
-        log.warning("charge %s refunded outside Paydesk (refunds %s); review the customer's balance", obj.get("id"), unknown)
+    for refund in ((obj.get("refunds") or {}).get("data")) or []:
+        if not _settle_refund_part(session, refund):
+            log.warning("charge %s refunded outside Paydesk (%s); review the balance", obj.get("id"), refund.get("id"))
 
 
 def _dispute_customer(session: Session, obj: dict) -> tuple[int | None, str | None]:
@@ -202,6 +211,9 @@ HANDLERS = {
     "payment_method.updated": on_payment_method_updated,
     "payment_method.automatically_updated": on_payment_method_updated,
     "charge.refunded": on_charge_refunded,
+    "refund.created": on_refund_event,
+    "refund.updated": on_refund_event,
+    "charge.refund.updated": on_refund_event,
     "charge.dispute.created": on_dispute_created,
     "charge.dispute.closed": on_dispute_closed,
 }

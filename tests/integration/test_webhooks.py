@@ -191,3 +191,24 @@ def test_an_updated_payment_method_changes_the_card_expiry(client, session, cust
     assert _post(client, event("payment_method.updated", pm)).status_code == 200
     session.expire_all()
     assert (session.get(Card, card.id).exp_month, session.get(Card, card.id).exp_year) == (3, 2031)
+
+
+def test_a_refund_confirmed_by_stripe_settles_the_pending_refund_part(client, session, customer):
+    from app.models.stripe_events import CashRefund
+
+    _post(client, event("payment_intent.succeeded", topup_intent("pi_r", customer.stripe_id, 2500)))
+    topup = session.scalar(select(Topup))
+    part = CashRefund(customer_id=customer.id, topup_id=topup.id, payment_intent_id="pi_r", amount_cents=500,
+                      request_key="rk", idempotency_key="cash-refund:rk:1", reason="test", status="pending")
+    session.add(part)
+    session.commit()
+    refund = {"id": "re_1", "object": "refund", "amount": 500, "status": "succeeded", "payment_intent": "pi_r",
+              "metadata": {"paydesk_cash_refund_id": str(part.id)}}
+    charge = {"id": "ch_r", "object": "charge", "customer": customer.stripe_id, "payment_intent": "pi_r",
+              "amount_refunded": 500, "refunds": {"object": "list", "data": [refund]}}
+    assert _post(client, event("charge.refunded", charge)).status_code == 200
+    assert _post(client, event("refund.updated", refund)).status_code == 200
+    session.expire_all()
+    part = session.get(CashRefund, part.id)
+    assert (part.status, part.stripe_refund_id) == ("succeeded", "re_1")
+    assert _cash(session, customer.id) == 2500  # the ledger moved when the refund was requested, not here

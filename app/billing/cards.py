@@ -44,6 +44,11 @@ class CardSetupIncomplete(CardError):
         super().__init__(message)
 
 
+class CardNotFound(CardError):
+    def __init__(self):
+        super().__init__("This card is no longer on your account.")
+
+
 class CardNotUsable(CardError):
     def __init__(self):
         super().__init__("This card has expired and cannot be the default.")
@@ -170,7 +175,7 @@ def set_default_card(session: Session, customer_id: int, card_id: int, now: date
     )
     if card is None:
         session.rollback()
-        raise LookupError(card_id)
+        raise CardNotFound()
     if card.is_expired(now or utcnow()):
         session.rollback()
         raise CardNotUsable()
@@ -204,7 +209,7 @@ def remove_card(session: Session, customer_id: int, card_id: int, now: datetime 
     )
     if card is None:
         session.rollback()
-        raise LookupError(card_id)
+        raise CardNotFound()
     others = [c for c in usable_cards(session, customer_id, now) if c.id != card.id]
     if not card.is_expired(now) and not others:
         cost = _active_deployments_cost(session, customer_id)

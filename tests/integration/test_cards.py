@@ -120,3 +120,13 @@ def test_post_routes_need_a_login_and_csrf(client, customer):
     login(client, customer.email)
     assert client.post("/cards/add").status_code == 400  # no CSRF token
     assert client.post("/balance/topup", data={"amount": "25"}).status_code == 400
+
+
+def test_acting_on_a_card_removed_meanwhile_says_so(client, session, customer):
+    card = _card(session, customer.id, "pm_gone", default=True)
+    card.removed_at = utcnow()
+    session.commit()
+    login(client, customer.email)
+    response = _htmx_post(client, f"/cards/{card.id}/default")
+    assert response.status_code == 409
+    assert "no longer on your account" in response.get_data(as_text=True)

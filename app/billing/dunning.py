@@ -13,7 +13,9 @@ Guarantees, whatever the frequency or concurrency of `run_dunning`:
   event is written in the same transaction (outbox), so it is told exactly once per newly marked
   set of deployments.
 - Paying before the deadline cancels everything: every decision re-reads the unpaid invoices, and
-  a reserved email whose invoices were paid in the meantime is cancelled instead of sent.
+  a reserved email whose invoices were paid in the meantime is cancelled instead of sent. Funds
+  that just arrived (a pending settlement request) postpone reminders and deletion until the
+  settlement ran.
 
 "Now" is always a parameter captured when the decision is made (run time, reservation time), so
 the time-travel tests and a worker in another process agree.
@@ -43,6 +45,10 @@ log = logging.getLogger(__name__)
 REMINDER_INTERVAL = timedelta(days=7)
 # An invoice is reminded about once settlement had its chance (it runs right after issuing).
 FIRST_REMINDER_DELAY = timedelta(hours=1)
+# Funds that just arrived (a pending settlement request) may pay the debt: reminders wait this long
+# for the settlement, deletion waits longer (a stuck settlement must not delete a paying customer).
+REMINDER_SETTLEMENT_WAIT = timedelta(hours=1)
+DELETION_SETTLEMENT_WAIT = timedelta(days=1)
 RUNWAY_WARNING_INTERVAL = timedelta(days=7)
 # Warn voucher-only customers whose funds run out before the period ends or within this horizon.
 RUNWAY_HORIZON = timedelta(days=14)
@@ -104,6 +110,16 @@ def deletion_due_at(session: Session, customer_id: int, invoices: list[Invoice] 
     if account is not None and account.grace_extended_until is not None and account.grace_extended_until > due:
         due = account.grace_extended_until
     return due
+
+
+def settlement_pending(session: Session, customer_id: int, now: datetime, wait: timedelta) -> bool:
+    """True while a settlement requested less than `wait` ago has not run yet."""
+    from app.models import SettlementRequest
+
+    requested_at = session.scalar(
+        select(SettlementRequest.requested_at).where(SettlementRequest.customer_id == customer_id)
+    )
+    return requested_at is not None and requested_at > now - wait
 
 
 def _tax_rate(country: str | None) -> Decimal:
@@ -279,7 +295,7 @@ def reserve_reminder(session: Session, customer: User, now: datetime) -> Dunning
     """Reserve this week's reminder listing every unpaid invoice (none if one went out in the last
     7 days or nothing is old enough). Does not commit."""
     invoices = [inv for inv in unpaid_invoices(session, customer.id) if _issued(inv) <= now - FIRST_REMINDER_DELAY]
-    if not invoices:
+    if not invoices or settlement_pending(session, customer.id, now, REMINDER_SETTLEMENT_WAIT):
         return None
     if not _reserve_slot(session, customer.id, DunningAccount.last_reminder_at, REMINDER_INTERVAL, now):
         return None
@@ -336,7 +352,7 @@ def enforce_grace(session: Session, customer_id: int, now: datetime) -> list[int
     session.scalar(select(User.id).where(User.id == customer_id).with_for_update())
     invoices = unpaid_invoices(session, customer_id)
     due = deletion_due_at(session, customer_id, invoices)
-    if due is None or now < due:
+    if due is None or now < due or settlement_pending(session, customer_id, now, DELETION_SETTLEMENT_WAIT):
         return []
     already = set(session.scalars(
         select(Deployment.id).where(Deployment.customer_id == customer_id,

@@ -149,3 +149,23 @@ def test_an_admin_extending_the_grace_postpones_the_deletion_and_is_audited(
     assert entry.actor_id == admin.id and entry.target_id == str(customer.id)
     assert entry.before["deletion_at"].startswith(GRACE_END.date().isoformat())
     assert entry.after["deletion_at"].startswith((GRACE_END + timedelta(days=30)).date().isoformat())
+
+
+def test_funds_arriving_just_before_grace_end_postpone_deletion_until_settlement_ran(
+    app, session, factory, worker, platform_receiver
+):
+    from app.billing.settlement_requests import request_settlement
+
+    customer, _ = _debtor(session, factory)
+    worker.run_burst()  # the settlement requested when the invoice was issued
+    with travel(GRACE_END - timedelta(minutes=10)):
+        request_settlement(session, customer.id)  # e.g. a card was just added
+        session.commit()
+
+    with travel(GRACE_END):
+        run_dunning()
+    assert _marked(session, customer) == []
+
+    worker.run_burst()  # settlement runs; nothing pays the invoice here
+    _run(app, worker, GRACE_END + timedelta(minutes=5))
+    assert len(_marked(session, customer)) == 2

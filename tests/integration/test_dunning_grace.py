@@ -169,3 +169,28 @@ def test_funds_arriving_just_before_grace_end_postpone_deletion_until_settlement
     worker.run_burst()  # settlement runs; nothing pays the invoice here
     _run(app, worker, GRACE_END + timedelta(minutes=5))
     assert len(_marked(session, customer)) == 2
+
+
+def test_concurrent_runs_at_grace_end_tell_the_platform_once(app, session, factory, platform_receiver):
+    import threading
+
+    customer, _ = _debtor(session, factory)
+    errors = []
+
+    def run():
+        try:
+            with app.app_context():
+                run_dunning(now=GRACE_END)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    deliveries = session.scalars(select(PlatformWebhookDelivery)).all()
+    assert len(deliveries) == 1
+    assert len(deliveries[0].payload["data"]["deployments"]) == 2
+    assert len(_marked(session, customer)) == 2

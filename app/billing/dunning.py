@@ -34,7 +34,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.billing.audit import record_audit
-from app.billing.money import format_money
+from app.billing.money import format_money, tax_cents
 from app.models import Invoice, User
 from app.models.base import utcnow
 from app.models.dunning import DunningAccount, DunningNotice, PlatformWebhookDelivery
@@ -166,11 +166,13 @@ def voucher_runway(session: Session, customer_id: int, now: datetime | None = No
     burn = Decimal(hourly_cost_cents_of_active_deployments(session, customer_id))
     if burn <= 0:
         return None
-    burn = burn * (1 + _tax_rate(customer.country))
+    rate = _tax_rate(customer.country)
+    burn = burn * (1 + rate)
     invoices = unpaid_invoices(session, customer_id)
     debt = sum(inv.amount_due_cents for inv in invoices)
+    unbilled = _unbilled_usage_cents(session, customer_id, now)
     available = (customer.voucher_balance_cents + customer.cash_balance_cents
-                 - _unbilled_usage_cents(session, customer_id, now) - debt)
+                 - unbilled - tax_cents(unbilled, rate) - debt)
     hours = max(Decimal(available), Decimal(0)) / burn
     runs_out_at = now + timedelta(seconds=int(hours * 3600))
     deletion_at = _month_end(runs_out_at) + grace_period()
@@ -509,7 +511,10 @@ def mark_cancelled(session: Session, notice_id: int, now: datetime) -> None:
 
 def mark_failed(session: Session, notice_id: int, now: datetime, error: str) -> None:
     """Back to pending with a later retry time: the periodic run re-enqueues it if RQ does not."""
-    notice = session.get(DunningNotice, notice_id)
+    notice = session.scalar(select(DunningNotice).where(DunningNotice.id == notice_id).with_for_update())
+    if notice is None or notice.status != "sending":
+        session.rollback()
+        return
     notice.attempts += 1
     backoff = SEND_BACKOFF[min(notice.attempts, len(SEND_BACKOFF)) - 1]
     notice.status = "pending"

@@ -77,3 +77,27 @@ def test_a_balance_that_covers_the_month_gets_no_runway_warning(app, session, fa
         run = run_dunning()
     assert run.notice_ids == []
     assert session.scalars(select(DunningNotice).where(DunningNotice.customer_id == customer.id)).all() == []
+
+
+def test_runway_counts_tax_and_cash_and_ignores_customers_with_a_usable_card(app, session, factory):
+    from app.billing.dunning import voucher_runway
+
+    customer = _voucher_customer(session, factory, "taxed@example.com")
+    post_entry(session, customer_id=customer.id, account="cash", amount_cents=100, kind="topup",
+               idempotency_key=f"test-cash-{customer.id}")
+    session.commit()
+    saved = app.config["VAT_RATE"]
+    app.config["VAT_RATE"] = "0.25"
+    try:
+        runway = voucher_runway(session, customer.id, NOW)
+    finally:
+        app.config["VAT_RATE"] = saved
+    # 5.00 vouchers + 1.00 cash - 1.25 used (1.00 + 25 % VAT) = 4.75 at 0.125/h (VAT incl.): 38 hours.
+    assert runway.available_cents == 475
+    assert runway.runs_out_at == at("2027-02-12T02:00:00")
+    assert runway.deletion_at == at("2027-03-01T00:00:00") + timedelta(days=92)
+
+    session.add(Card(customer_id=customer.id, stripe_payment_method_id="pm_taxed", fingerprint="fp_taxed",
+                     brand="visa", last4="4242", exp_month=12, exp_year=2099, is_default=True))
+    session.commit()
+    assert voucher_runway(session, customer.id, NOW) is None

@@ -95,27 +95,6 @@ def _lock_invoicing(session: Session) -> None:
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": INVOICING_LOCK_KEY})
 
 
-def _request_settlements(session: Session, customer_ids: list[int]) -> None:
-    """Settlement requests for many customers in one statement (same outbox as request_settlement)."""
-    from app.billing import settlement_requests
-
-    if not customer_ids:
-        return
-    session.execute(
-        text(
-            "INSERT INTO settlement_requests (customer_id, generation, requested_at) "
-            "SELECT c, 1, :now FROM unnest(CAST(:ids AS integer[])) AS c "
-            "ON CONFLICT (customer_id) DO UPDATE SET generation = settlement_requests.generation + 1, "
-            "requested_at = EXCLUDED.requested_at"
-        ),
-        {"ids": customer_ids, "now": utcnow()},
-    )
-    if len(customer_ids) <= SMALL_SETTLEMENT_BATCH:
-        # enqueued after commit by app.billing.settlement_requests; larger batches are left to the
-        # periodic settlement sweep, which reads the outbox rows written above
-        session.info.setdefault(settlement_requests._PENDING_KEY, set()).update(customer_ids)
-
-
 # ------------------------------------------------------------ one customer ---
 def issue_customer_invoice(
     session: Session, customer_id: int, period: str, *, actor_id: int | None = None
@@ -182,8 +161,12 @@ def issue_customer_invoice(
 
 
 # ------------------------------------------------------------ all customers ---
-_USAGE_SQL = """
-CREATE TEMP TABLE monthly_usage ON COMMIT DROP AS
+# One statement does the whole run (data-modifying CTEs, no temp tables, no round trips):
+# usage per deployment → totals and tax per customer → invoices (numbers last_seq+1 … last_seq+n in
+# customer order) → their lines → one usage_charges row per line → settlement outbox rows.
+# Every row still passes all constraints and foreign keys (checked at the end of the statement);
+# invoices already issued for the period are skipped (NOT EXISTS, under the advisory lock).
+_BULK_SQL = """
 WITH ev AS (
     SELECT e.deployment_id, e.kind, e.occurred_at,
            LEAD(e.occurred_at) OVER (PARTITION BY e.deployment_id ORDER BY e.occurred_at, e.id) AS next_at
@@ -209,17 +192,13 @@ WITH ev AS (
     SELECT todo.*, (todo.hourly_price * 1000000) * todo.seconds * :factor AS n FROM todo
 ), divided AS (
     SELECT priced.*, div(n, 3600000000) AS q, mod(n, 3600000000) AS r FROM priced
-)
-SELECT deployment_id, customer_id, name, plan_name, hourly_price, seconds,
-       (q + CASE WHEN 2 * r > 3600000000 THEN 1 WHEN 2 * r = 3600000000 THEN mod(q, 2) ELSE 0 END)::bigint
-           AS amount_cents
-FROM divided
-"""
-
-_INVOICE_TOTALS_SQL = """
-CREATE TEMP TABLE monthly_invoices ON COMMIT DROP AS
-WITH sums AS (
-    SELECT customer_id, SUM(amount_cents)::bigint AS subtotal FROM monthly_usage
+), usage AS MATERIALIZED (
+    SELECT deployment_id, customer_id, name, plan_name, hourly_price, seconds,
+           (q + CASE WHEN 2 * r > 3600000000 THEN 1 WHEN 2 * r = 3600000000 THEN mod(q, 2) ELSE 0 END)::bigint
+               AS amount_cents
+    FROM divided
+), sums AS (
+    SELECT customer_id, SUM(amount_cents)::bigint AS subtotal FROM usage
     GROUP BY customer_id HAVING SUM(amount_cents) > 0
 ), rated AS (
     SELECT s.customer_id, s.subtotal, COALESCE(r.rate, CAST(:default_rate AS numeric)) AS rate,
@@ -229,85 +208,86 @@ WITH sums AS (
            ON r.country = upper(u.country)
 ), taxed AS (
     SELECT rated.*, div(subtotal * rate * 10000, 10000) AS q, mod(subtotal * rate * 10000, 10000) AS r FROM rated
-)
-SELECT customer_id, subtotal, rate, rn,
-       (q + CASE WHEN 2 * r > 10000 THEN 1 WHEN 2 * r = 10000 THEN mod(q, 2) ELSE 0 END)::bigint AS tax
-FROM taxed
-"""
-
-_INSERT_INVOICES_SQL = """
-WITH ins AS (
-INSERT INTO invoices (customer_id, state, number, number_year, number_seq, billing_period, period_start,
-                      period_end, currency, subtotal_cents, tax_rate, tax_cents, total_cents, paid_cents,
-                      buyer_name, buyer_company, buyer_address, buyer_country, buyer_vat_id, buyer_email,
-                      created_at, issued_at)
-SELECT m.customer_id, 'open', CAST(:year AS text) || '-' || lpad(CAST(:last_seq + m.rn AS text), 6, '0'),
-       :year, :last_seq + m.rn, :period, :period_start, :period_end, :currency, m.subtotal, m.rate, m.tax,
-       m.subtotal + m.tax, 0, u.name, u.company, u.address, u.country, u.vat_id, u.email, :now, :now
-FROM monthly_invoices m JOIN users u ON u.id = m.customer_id
-ORDER BY m.rn
-RETURNING id, customer_id
-)
-INSERT INTO monthly_new_invoices (id, customer_id) SELECT id, customer_id FROM ins
-"""
-
-_INSERT_LINES_SQL = """
-WITH new_lines AS (
+), new_invoices AS (
+    INSERT INTO invoices (customer_id, state, number, number_year, number_seq, billing_period, period_start,
+                          period_end, currency, subtotal_cents, tax_rate, tax_cents, total_cents, paid_cents,
+                          buyer_name, buyer_company, buyer_address, buyer_country, buyer_vat_id, buyer_email,
+                          created_at, issued_at)
+    SELECT t.customer_id, 'open', CAST(:year AS text) || '-' || lpad(CAST(:last_seq + t.rn AS text), 6, '0'),
+           :year, :last_seq + t.rn, :period, :period_start, :period_end, :currency, t.subtotal, t.rate, t.tax,
+           t.subtotal + t.tax, 0, u.name, u.company, u.address, u.country, u.vat_id, u.email, :now, :now
+    FROM (SELECT taxed.*,
+                 (q + CASE WHEN 2 * r > 10000 THEN 1 WHEN 2 * r = 10000 THEN mod(q, 2) ELSE 0 END)::bigint AS tax
+          FROM taxed) t
+    JOIN users u ON u.id = t.customer_id
+    ORDER BY t.rn
+    RETURNING id, customer_id
+), new_lines AS (
     INSERT INTO invoice_lines (invoice_id, position, description, plan_name, deployment_id, seconds,
                                hourly_price, amount_cents)
     SELECT i.id, row_number() OVER (PARTITION BY u.customer_id ORDER BY u.deployment_id) - 1, u.name,
            u.plan_name, u.deployment_id, u.seconds, u.hourly_price, u.amount_cents
-    FROM monthly_usage u
-    JOIN monthly_new_invoices i ON i.customer_id = u.customer_id
+    FROM usage u
+    JOIN new_invoices i ON i.customer_id = u.customer_id
     RETURNING id, invoice_id, deployment_id, seconds, amount_cents
+), new_charges AS (
+    INSERT INTO usage_charges (deployment_id, invoice_id, invoice_line_id, billing_period, seconds, amount_cents,
+                               created_at)
+    SELECT deployment_id, invoice_id, id, :period, seconds, amount_cents, :now FROM new_lines
+    RETURNING 1
+), settlements AS (
+    INSERT INTO settlement_requests (customer_id, generation, requested_at)
+    SELECT customer_id, 1, :now FROM new_invoices
+    ON CONFLICT (customer_id) DO UPDATE SET generation = settlement_requests.generation + 1,
+        requested_at = EXCLUDED.requested_at
+    RETURNING customer_id
 )
-INSERT INTO usage_charges (deployment_id, invoice_id, invoice_line_id, billing_period, seconds, amount_cents,
-                           created_at)
-SELECT deployment_id, invoice_id, id, :period, seconds, amount_cents, :now FROM new_lines
+SELECT (SELECT count(*) FROM new_invoices) AS invoices,
+       (SELECT count(*) FROM new_charges) AS lines,
+       (SELECT CASE WHEN count(*) <= :small_batch THEN array_agg(customer_id) END FROM settlements) AS customer_ids
 """
 
 
 def issue_monthly_invoices_bulk(session: Session, period: str, *, now: datetime | None = None) -> MonthlyReport:
-    """All customers of `period` in a few set-based statements, one transaction; commits."""
+    """All customers of `period` in one set-based statement, one transaction; commits.
+
+    The per-year counter row is locked (FOR UPDATE) before the statement and moved by the number of
+    invoices written, in the same transaction, so numbers stay gapless and unique."""
+    from app.billing import settlement_requests
+
     now = now or utcnow()
     start, end = period_bounds(period)
     rates = country_vat_rates()
+    year = now.astimezone(UTC).year
     report = MonthlyReport(period)
     try:
         _lock_invoicing(session)
-        session.execute(text(_USAGE_SQL), {"period_end": end, "period": period, "factor": minor_unit_factor()})
+        # sorts/hashes of ~10^5 rows stay in memory (this transaction only; server-side, not the job's RSS)
+        session.execute(text("SET LOCAL work_mem = '64MB'"))
         session.execute(
-            text(_INVOICE_TOTALS_SQL),
-            {"default_rate": default_vat_rate(), "countries": list(rates), "rates": list(rates.values())},
+            text("INSERT INTO invoice_number_counters (year, last_seq) VALUES (:y, 0) ON CONFLICT DO NOTHING"),
+            {"y": year},
         )
-        session.execute(text("ANALYZE monthly_usage"))
-        session.execute(text("ANALYZE monthly_invoices"))
-        count = session.execute(text("SELECT count(*) FROM monthly_invoices")).scalar_one()
-        if count:
-            year = now.astimezone(UTC).year
-            session.execute(
-                text("INSERT INTO invoice_number_counters (year, last_seq) VALUES (:y, 0) ON CONFLICT DO NOTHING"),
-                {"y": year},
-            )
-            last_seq = session.execute(
-                text("SELECT last_seq FROM invoice_number_counters WHERE year = :y FOR UPDATE"), {"y": year}
-            ).scalar_one()
-            session.execute(text("CREATE TEMP TABLE monthly_new_invoices (id integer, customer_id integer) "
-                                 "ON COMMIT DROP"))
-            session.execute(
-                text(_INSERT_INVOICES_SQL),
-                {"year": year, "last_seq": last_seq, "period": period, "period_start": start, "period_end": end,
-                 "currency": _config("CURRENCY", "usd"), "now": now},
-            )
-            session.execute(text("ANALYZE monthly_new_invoices"))
-            report.lines = session.execute(text(_INSERT_LINES_SQL), {"period": period, "now": now}).rowcount
+        last_seq = session.execute(
+            text("SELECT last_seq FROM invoice_number_counters WHERE year = :y FOR UPDATE"), {"y": year}
+        ).scalar_one()
+        row = session.execute(
+            text(_BULK_SQL),
+            {"period_end": end, "period": period, "factor": minor_unit_factor(),
+             "default_rate": default_vat_rate(), "countries": list(rates), "rates": list(rates.values()),
+             "year": year, "last_seq": last_seq, "period_start": start, "currency": _config("CURRENCY", "usd"),
+             "now": now, "small_batch": SMALL_SETTLEMENT_BATCH},
+        ).one()
+        report.invoices, report.lines = row.invoices, row.lines
+        if report.invoices:
             session.execute(
                 text("UPDATE invoice_number_counters SET last_seq = last_seq + :n WHERE year = :y"),
-                {"n": count, "y": year},
+                {"n": report.invoices, "y": year},
             )
-            customer_ids = list(session.scalars(text("SELECT customer_id FROM monthly_invoices")))
-            _request_settlements(session, customer_ids)
-            report.invoices = count
+            if row.customer_ids:
+                # enqueued after commit by app.billing.settlement_requests; larger batches are left to the
+                # periodic settlement sweep, which reads the outbox rows written by the statement
+                session.info.setdefault(settlement_requests._PENDING_KEY, set()).update(row.customer_ids)
         session.commit()
     except Exception:
         session.rollback()

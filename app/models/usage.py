@@ -129,7 +129,8 @@ class UsageCharge(Base):
     __table_args__ = (UniqueConstraint("deployment_id", "invoice_id"),)
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id"), index=True)
+    # lookups by deployment use the unique (deployment_id, invoice_id) index: no separate index
+    deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id"))
     invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id"), index=True)
     invoice_line_id: Mapped[int] = mapped_column(ForeignKey("invoice_lines.id"), unique=True)
     billing_period: Mapped[str] = mapped_column(String(7))

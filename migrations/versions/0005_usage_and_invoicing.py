@@ -112,7 +112,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("deployment_id", "invoice_id", name=op.f("uq_usage_charges_deployment_id_invoice_id")),
         sa.UniqueConstraint("invoice_line_id", name=op.f("uq_usage_charges_invoice_line_id")),
     )
-    op.create_index(op.f("ix_usage_charges_deployment_id"), "usage_charges", ["deployment_id"])
+    # no separate index on deployment_id: uq_usage_charges_deployment_id_invoice_id leads with it
     op.create_index(op.f("ix_usage_charges_invoice_id"), "usage_charges", ["invoice_id"])
 
 

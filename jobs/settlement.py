@@ -24,7 +24,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from app.billing.settlement import customers_with_unresolved_attempts, settle_customer
+from app.billing.settlement import customers_with_unresolved_attempts, lock_connection, settle_customer
 from app.models import SettlementRequest
 from app.models.base import utcnow
 from jobs.runtime import job_session
@@ -46,9 +46,9 @@ def settle_customer_job(customer_id: int) -> dict:
 def settle_customers_job(customer_ids: list[int]) -> int:
     """Settle many customers in one job (bulk runs); skips customers being settled elsewhere."""
     settled = 0
-    with job_session() as session:
+    with job_session() as session, lock_connection(session) as lock_conn:
         for customer_id in customer_ids:
-            report = settle_customer(session, customer_id, wait=False, only_if_requested=True)
+            report = settle_customer(session, customer_id, wait=False, only_if_requested=True, lock_conn=lock_conn)
             settled += 0 if report.busy else 1
     return settled
 

@@ -9,10 +9,12 @@ Nothing here commits: the caller's unit of work does.
 from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from app.models import LedgerEntry, User
+from app.models.base import utcnow
 
 BALANCE_COLUMN = {"cash": User.cash_balance_cents, "voucher": User.voucher_balance_cents}
 
@@ -39,46 +41,71 @@ def post_entry(
     note: str | None = None,
 ) -> Posted:
     """Append one entry and move the cached balance. Idempotent on `idempotency_key`:
-    a second call with the same key changes nothing and returns the first entry."""
+    a second call with the same key changes nothing and returns the first entry.
+
+    Two statements on the normal path, both atomic in the database: a guarded
+    `UPDATE users SET balance = balance + amount WHERE … AND balance + amount >= 0` (no row:
+    InsufficientFunds, nothing written) and `INSERT … ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING`. When the key already exists (a concurrent or repeated post), the balance move is
+    undone in the same transaction and the first entry is returned. Concurrent posts for one customer
+    queue on the user row lock taken by the UPDATE."""
     if account not in BALANCE_COLUMN:
         raise ValueError(f"unknown account {account!r}")
     if not isinstance(amount_cents, int) or isinstance(amount_cents, bool):
         raise TypeError("amount_cents must be an int")
-    existing = session.scalar(select(LedgerEntry).where(LedgerEntry.idempotency_key == idempotency_key))
-    if existing is not None:
-        return Posted(existing, False)
-
     column = BALANCE_COLUMN[account]
-    try:
-        with session.begin_nested():
-            entry = LedgerEntry(
-                customer_id=customer_id,
-                account=account,
-                amount_cents=amount_cents,
-                kind=kind,
-                reference=reference,
-                idempotency_key=idempotency_key,
-                note=note,
-            )
-            session.add(entry)
-            session.flush()
-            new_balance = session.execute(
-                update(User)
-                .where(User.id == customer_id)
-                .values({column: column + amount_cents})
-                .returning(column)
-            ).scalar_one()
-            if new_balance < 0:
-                raise InsufficientFunds(f"{account} balance would become {new_balance}")
-    except IntegrityError as exc:
-        existing = session.scalar(select(LedgerEntry).where(LedgerEntry.idempotency_key == idempotency_key))
+    moved = session.execute(
+        update(User)
+        .where(User.id == customer_id, column + amount_cents >= 0)
+        .values({column: column + amount_cents})
+        .returning(column)
+        .execution_options(synchronize_session=False)
+    ).scalar_one_or_none()
+    if moved is None:
+        existing = _entry_by_key(session, idempotency_key)
         if existing is not None:
             return Posted(existing, False)
-        if "not_negative" in str(exc.orig):
-            raise InsufficientFunds(f"{account} balance would go below zero") from exc
-        raise
-    session.expire(session.get(User, customer_id), ["cash_balance_cents", "voucher_balance_cents"])
+        if session.get(User, customer_id) is None:
+            raise LookupError(f"no customer {customer_id}")
+        raise InsufficientFunds(f"{account} balance would go below zero")
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    entry = session.scalars(
+        insert(LedgerEntry)
+        .values(
+            customer_id=customer_id,
+            account=account,
+            amount_cents=amount_cents,
+            kind=kind,
+            reference=reference,
+            idempotency_key=idempotency_key,
+            note=note,
+            created_at=utcnow(),
+        )
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(LedgerEntry),
+        execution_options={"populate_existing": True},
+    ).one_or_none()
+    if entry is None:  # the key was already used: undo the balance move, return the first entry
+        session.execute(
+            update(User)
+            .where(User.id == customer_id)
+            .values({column: column - amount_cents})
+            .execution_options(synchronize_session=False)
+        )
+        _expire_balances(session, customer_id)
+        return Posted(_entry_by_key(session, idempotency_key), False)
+    _expire_balances(session, customer_id)
     return Posted(entry, True)
+
+
+def _entry_by_key(session: Session, idempotency_key: str) -> LedgerEntry | None:
+    return session.scalar(select(LedgerEntry).where(LedgerEntry.idempotency_key == idempotency_key))
+
+
+def _expire_balances(session: Session, customer_id: int) -> None:
+    user = session.identity_map.get(session.identity_key(User, customer_id))
+    if user is not None:
+        session.expire(user, ["cash_balance_cents", "voucher_balance_cents"])
 
 
 def ledger_balance(session: Session, customer_id: int, account: str) -> int:

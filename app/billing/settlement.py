@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import Connection, delete, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -78,7 +78,22 @@ def attempt_idempotency_key(invoice_id: int, attempt_no: int) -> str:
 
 # ------------------------------------------------------------------- lock ---
 @contextmanager
-def customer_settlement_lock(session: Session, customer_id: int, *, wait: bool = True) -> Iterator[bool]:
+def lock_connection(session: Session) -> Iterator[Connection | None]:
+    """An autocommit connection that holds settlement advisory locks (None off PostgreSQL).
+    Bulk callers open one for many customers instead of one per customer."""
+    bind = session.get_bind()
+    if bind.dialect.name != "postgresql":
+        yield None
+        return
+    engine = bind.engine if hasattr(bind, "engine") else bind
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        yield conn
+
+
+@contextmanager
+def customer_settlement_lock(
+    session: Session, customer_id: int, *, wait: bool = True, conn: Connection | None = None
+) -> Iterator[bool]:
     """Yield True while holding the customer's settlement lock, False if `wait` is off and it is taken."""
     bind = session.get_bind()
     if bind.dialect.name != "postgresql":
@@ -91,38 +106,47 @@ def customer_settlement_lock(session: Session, customer_id: int, *, wait: bool =
             if acquired:
                 lock.release()
         return
-    engine = bind.engine if hasattr(bind, "engine") else bind
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        params = {"k": SETTLEMENT_LOCK_CLASS, "c": customer_id}
-        if wait:
-            conn.execute(text(f"SET lock_timeout = '{LOCK_WAIT_SECONDS}s'"))
-            try:
-                conn.execute(text("SELECT pg_advisory_lock(:k, :c)"), params)
-            except Exception as exc:
-                raise SettlementBusy(f"customer {customer_id} is being settled") from exc
-            acquired = True
-        else:
-            acquired = conn.execute(text("SELECT pg_try_advisory_lock(:k, :c)"), params).scalar_one()
+    if conn is None:
+        with lock_connection(session) as own:
+            with customer_settlement_lock(session, customer_id, wait=wait, conn=own) as acquired:
+                yield acquired
+        return
+    params = {"k": SETTLEMENT_LOCK_CLASS, "c": customer_id}
+    if wait:
+        conn.execute(text(f"SET lock_timeout = '{LOCK_WAIT_SECONDS}s'"))
         try:
-            yield acquired
-        finally:
-            if acquired:
-                conn.execute(text("SELECT pg_advisory_unlock(:k, :c)"), params)
+            conn.execute(text("SELECT pg_advisory_lock(:k, :c)"), params)
+        except Exception as exc:
+            raise SettlementBusy(f"customer {customer_id} is being settled") from exc
+        acquired = True
+    else:
+        acquired = conn.execute(text("SELECT pg_try_advisory_lock(:k, :c)"), params).scalar_one()
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            conn.execute(text("SELECT pg_advisory_unlock(:k, :c)"), params)
 
 
 # ------------------------------------------------------------ entry point ---
 def settle_customer(
-    session: Session, customer_id: int, *, wait: bool = True, only_if_requested: bool = False
+    session: Session,
+    customer_id: int,
+    *,
+    wait: bool = True,
+    only_if_requested: bool = False,
+    lock_conn: Connection | None = None,
 ) -> SettlementReport:
     """Settle one customer's open invoices (see the module docstring). Commits its own work.
 
     `wait=False` returns at once (report.busy) when another settlement of the customer is running;
     `only_if_requested=True` does nothing unless a settlement request (or an unresolved card
-    attempt) is waiting — how duplicate jobs coalesce into one run."""
+    attempt) is waiting — how duplicate jobs coalesce into one run. `lock_conn` (from
+    `lock_connection`) lets a bulk caller reuse one lock-holding connection."""
     report = SettlementReport(customer_id)
     session.rollback()
     try:
-        with customer_settlement_lock(session, customer_id, wait=wait) as acquired:
+        with customer_settlement_lock(session, customer_id, wait=wait, conn=lock_conn) as acquired:
             if not acquired:
                 report.busy = True
                 return report
@@ -143,20 +167,28 @@ def _settle_rounds(session: Session, customer_id: int, report: SettlementReport,
         if only_if_requested and generation is None and report.rounds == 0 and not _has_unresolved(session, customer_id):
             session.rollback()
             return
-        session.rollback()
         report.rounds += 1
-        _settle_once(session, customer_id, report)
+        if _settle_once(session, customer_id, report, generation):
+            report.request_cleared = True
+            return
         if generation is None or not report.complete:
             return
-        deleted = session.execute(
+        if _clear_request(session, customer_id, generation):
+            session.commit()
+            report.request_cleared = True
+            return
+        session.commit()
+
+
+def _clear_request(session: Session, customer_id: int, generation: int) -> bool:
+    """Delete the outbox row unless a new request arrived (generation moved). Does not commit."""
+    return bool(
+        session.execute(
             delete(SettlementRequest).where(
                 SettlementRequest.customer_id == customer_id, SettlementRequest.generation == generation
             )
         ).rowcount
-        session.commit()
-        if deleted:
-            report.request_cleared = True
-            return
+    )
 
 
 def _has_unresolved(session: Session, customer_id: int) -> bool:
@@ -171,6 +203,7 @@ def _has_unresolved(session: Session, customer_id: int) -> bool:
 
 
 def _open_invoices(session: Session, customer_id: int, *, lock: bool = False) -> list[Invoice]:
+    """Open invoices with something due, in settlement order: smallest due first, oldest on ties."""
     query = (
         select(Invoice)
         .where(Invoice.customer_id == customer_id, Invoice.state == "open", Invoice.total_cents > Invoice.paid_cents)
@@ -182,29 +215,38 @@ def _open_invoices(session: Session, customer_id: int, *, lock: bool = False) ->
     return list(session.scalars(query))
 
 
-def _settle_once(session: Session, customer_id: int, report: SettlementReport) -> None:
+def _settle_once(session: Session, customer_id: int, report: SettlementReport, generation: int | None) -> bool:
+    """One pass. Returns True when it already cleared the request (nothing was left to pay)."""
     report.unresolved_attempts = 0
     blocked = _redrive_unresolved_attempts(session, customer_id, report)
-    _pay_from_balances(session, customer_id, blocked, report)
-    _pay_with_cards(session, customer_id, blocked, report)
+    nothing_left, cleared = _pay_from_balances(session, customer_id, blocked, report, generation)
+    if not nothing_left:
+        _pay_with_cards(session, customer_id, blocked, report)
+    return cleared
 
 
 # --------------------------------------------------------------- balances ---
-def _pay_from_balances(session: Session, customer_id: int, blocked: set[int], report: SettlementReport) -> None:
-    """One transaction: voucher, then cash, across invoices in cost order."""
+def _pay_from_balances(
+    session: Session, customer_id: int, blocked: set[int], report: SettlementReport, generation: int | None
+) -> tuple[bool, bool]:
+    """One transaction: voucher, then cash, across invoices in cost order. Returns (nothing left
+    to pay, request cleared). When the balances paid everything, the request row is deleted in the
+    same transaction (one commit for the whole settlement)."""
     try:
         user = session.scalar(
             select(User).where(User.id == customer_id).with_for_update().execution_options(populate_existing=True)
         )
         if user is None:
             session.rollback()
-            return
+            return True, False
         voucher, cash = user.voucher_balance_cents, user.cash_balance_cents
         if voucher <= 0 and cash <= 0:
             session.rollback()
-            return
+            return False, False
+        remaining = False
         for invoice in _open_invoices(session, customer_id, lock=True):
-            if invoice.id in blocked:
+            if invoice.id in blocked or (voucher <= 0 and cash <= 0):
+                remaining = True
                 continue
             for account in ("voucher", "cash"):
                 available = voucher if account == "voucher" else cash
@@ -219,9 +261,13 @@ def _pay_from_balances(session: Session, customer_id: int, blocked: set[int], re
                     cash -= amount
             if invoice.state == "paid":
                 report.paid_invoice_ids.append(invoice.id)
-            if voucher <= 0 and cash <= 0:
-                break
+            else:
+                remaining = True
+        cleared = False
+        if not remaining and not blocked and generation is not None:
+            cleared = _clear_request(session, customer_id, generation)
         session.commit()
+        return not remaining, cleared
     except Exception:
         session.rollback()
         raise
@@ -398,8 +444,10 @@ def _redrive_unresolved_attempts(session: Session, customer_id: int, report: Set
             .order_by(ChargeAttempt.id)
         )
     )
-    session.rollback()
     blocked: set[int] = set()
+    if not attempt_ids:
+        return blocked  # the usual case: keep the read transaction going into the balance phase
+    session.rollback()
     for attempt_id in attempt_ids:
         status = _send_attempt(session, attempt_id, report)
         if status in UNRESOLVED:

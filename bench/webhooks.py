@@ -150,6 +150,32 @@ def start_gunicorn(port: int) -> subprocess.Popen:
     raise SystemExit("gunicorn did not start")
 
 
+def process_tree_cpu_seconds(root_pid: int) -> float:
+    """utime+stime of a process and its children (gunicorn master + workers), from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+        times[int(entry)] = (int(fields[11]) + int(fields[12])) / ticks
+    tree = {root_pid}
+    changed = True
+    while changed:
+        changed = False
+        for pid, ppid in parents.items():
+            if ppid in tree and pid not in tree:
+                tree.add(pid)
+                changed = True
+    return sum(times.get(pid, 0.0) for pid in tree)
+
+
 def run_load(port: int, deliveries, threads: int):
     latencies: list[float] = []
     errors: list[int] = []
@@ -202,7 +228,9 @@ def main() -> None:
     port = free_port()
     proc = start_gunicorn(port)
     try:
+        cpu_before = process_tree_cpu_seconds(proc.pid)
         elapsed, latencies, errors = run_load(port, deliveries, args.threads)
+        server_cpu = process_tree_cpu_seconds(proc.pid) - cpu_before
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
@@ -226,6 +254,9 @@ def main() -> None:
           f"(expected {unique}, {unique}, {unique * 1000})")
     print(f"p50_ms={statistics.median(latencies) * 1000:.1f} p95_ms={p95:.1f} "
           f"applied_per_s={unique / elapsed:.0f}")
+    load1 = os.getloadavg()[0]
+    print(f"app CPU per delivery: {server_cpu / len(deliveries) * 1000:.2f} ms (gunicorn workers only); "
+          f"load average at the end {load1:.1f} on {os.cpu_count()} cores (other processes share them)")
     ok = entries == unique and events == unique and cash == unique * 1000 and not errors
     print(f"bench webhooks: events_per_s={len(deliveries) / elapsed:.0f} p95_ms={p95:.0f} "
           f"duplicates={duplicates_pct}%{'' if ok else ' EXACTLY-ONCE CHECK FAILED'}")

@@ -8,10 +8,8 @@ from sqlalchemy import select
 
 from app.models import User
 from app.models.audit import AuditLog
-from tests.integration import dunning_helpers
 
 pytestmark = pytest.mark.browser
-stripe_emulator = dunning_helpers.stripe_emulator
 
 
 def test_admin_places_and_lifts_a_hold_on_the_customer_page(page, session, factory):

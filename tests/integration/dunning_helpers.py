@@ -125,25 +125,6 @@ def platform_receiver(app, worker):
     receiver.stop()
 
 
-@pytest.fixture(scope="session")
-def stripe_emulator():
-    """The real emulator when it is available; these tests never call Stripe."""
-    try:
-        from devtools.stripe_emulator.process import start_emulator
-    except ImportError:
-        class _Absent:
-            api_base = "http://127.0.0.1:9"
-
-            def stop(self):
-                pass
-
-        yield _Absent()
-        return
-    emulator = start_emulator()
-    yield emulator
-    emulator.stop()
-
-
 def queued_jobs(app) -> int:
     from jobs.queue import get_queue
 

@@ -9,11 +9,9 @@ from app.models import User
 from app.models.audit import AuditLog
 from app.models.base import utcnow
 from tests.conftest import get_csrf, login
-from tests.integration import dunning_helpers
 from tests.integration.dunning_helpers import open_invoice
 
 pytestmark = pytest.mark.integration
-stripe_emulator = dunning_helpers.stripe_emulator
 
 
 @pytest.fixture

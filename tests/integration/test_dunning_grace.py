@@ -28,7 +28,6 @@ from tests.integration.dunning_helpers import (
 
 pytestmark = pytest.mark.integration
 platform_receiver = dunning_helpers.platform_receiver
-stripe_emulator = dunning_helpers.stripe_emulator
 
 ISSUED = at("2027-01-04T10:00:00")
 GRACE_END = ISSUED + timedelta(days=92)

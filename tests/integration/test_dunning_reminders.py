@@ -10,7 +10,6 @@ from app.models.base import utcnow
 from app.models.dunning import DunningNotice
 from jobs.dunning import run_dunning, send_dunning_notice
 from tests.conftest import free_port
-from tests.integration import dunning_helpers
 from tests.integration.dunning_helpers import (
     at,
     open_invoice,
@@ -22,7 +21,6 @@ from tests.integration.dunning_helpers import (
 )
 
 pytestmark = pytest.mark.integration
-stripe_emulator = dunning_helpers.stripe_emulator
 
 START = at("2027-03-01T09:00:00")
 

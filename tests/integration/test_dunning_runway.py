@@ -11,11 +11,9 @@ from app.models import Card
 from app.models.dunning import DunningNotice
 from jobs.dunning import run_dunning
 from tests.conftest import login
-from tests.integration import dunning_helpers
 from tests.integration.dunning_helpers import at, plain_text, queued_jobs, run_deployment, travel
 
 pytestmark = pytest.mark.integration
-stripe_emulator = dunning_helpers.stripe_emulator
 
 NOW = at("2027-02-10T12:00:00")
 

@@ -7,10 +7,8 @@ from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 from jobs.mail import EMAIL_RETRY, enqueue_email
 from jobs.queue import get_queue
 from tests.conftest import free_port
-from tests.integration import dunning_helpers
 
 pytestmark = pytest.mark.integration
-stripe_emulator = dunning_helpers.stripe_emulator
 
 
 def test_templated_email_is_sent_by_the_worker_in_html_and_plain_text(app, worker, mailbox):

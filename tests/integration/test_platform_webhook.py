@@ -21,7 +21,6 @@ from tests.integration.dunning_helpers import open_invoice, run_deployment, trav
 
 pytestmark = pytest.mark.integration
 platform_receiver = dunning_helpers.platform_receiver
-stripe_emulator = dunning_helpers.stripe_emulator
 
 
 @pytest.mark.unit

@@ -202,7 +202,8 @@ WITH ev AS (
     GROUP BY customer_id HAVING SUM(amount_cents) > 0
 ), rated AS (
     SELECT s.customer_id, s.subtotal, COALESCE(r.rate, CAST(:default_rate AS numeric)) AS rate,
-           row_number() OVER (ORDER BY s.customer_id) AS rn
+           row_number() OVER (ORDER BY s.customer_id) AS rn,
+           u.name, u.company, u.address, u.country, u.vat_id, u.email
     FROM sums s JOIN users u ON u.id = s.customer_id
     LEFT JOIN (SELECT * FROM unnest(CAST(:countries AS text[]), CAST(:rates AS numeric[])) AS x(country, rate)) r
            ON r.country = upper(u.country)
@@ -215,11 +216,10 @@ WITH ev AS (
                           created_at, issued_at)
     SELECT t.customer_id, 'open', CAST(:year AS text) || '-' || lpad(CAST(:last_seq + t.rn AS text), 6, '0'),
            :year, :last_seq + t.rn, :period, :period_start, :period_end, :currency, t.subtotal, t.rate, t.tax,
-           t.subtotal + t.tax, 0, u.name, u.company, u.address, u.country, u.vat_id, u.email, :now, :now
+           t.subtotal + t.tax, 0, t.name, t.company, t.address, t.country, t.vat_id, t.email, :now, :now
     FROM (SELECT taxed.*,
                  (q + CASE WHEN 2 * r > 10000 THEN 1 WHEN 2 * r = 10000 THEN mod(q, 2) ELSE 0 END)::bigint AS tax
           FROM taxed) t
-    JOIN users u ON u.id = t.customer_id
     ORDER BY t.rn
     RETURNING id, customer_id
 ), new_lines AS (

@@ -24,7 +24,12 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from app.billing.settlement import customers_with_unresolved_attempts, lock_connection, settle_customer
+from app.billing.settlement import (
+    customers_with_unresolved_attempts,
+    lock_connection,
+    settle_balances_bulk,
+    settle_customer,
+)
 from app.models import SettlementRequest
 from app.models.base import utcnow
 from jobs.runtime import job_session
@@ -44,9 +49,15 @@ def settle_customer_job(customer_id: int) -> dict:
 
 
 def settle_customers_job(customer_ids: list[int]) -> int:
-    """Settle many customers in one job (bulk runs); skips customers being settled elsewhere."""
+    """Settle many customers in one job (bulk runs, e.g. after monthly invoicing); skips customers
+    being settled elsewhere. On PostgreSQL the voucher/cash part runs set-based for the whole batch
+    (`settle_balances_bulk`); customers with something left (cards) go through `settle_customer`."""
     settled = 0
     with job_session() as session, lock_connection(session) as lock_conn:
+        if session.get_bind().dialect.name == "postgresql":
+            remaining = settle_balances_bulk(session, customer_ids)
+            settled += len(customer_ids) - len(remaining)
+            customer_ids = remaining
         for customer_id in customer_ids:
             report = settle_customer(session, customer_id, wait=False, only_if_requested=True, lock_conn=lock_conn)
             settled += 0 if report.busy else 1

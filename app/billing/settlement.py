@@ -467,3 +467,130 @@ def customers_with_unresolved_attempts(session: Session, older_than: timedelta, 
             .limit(limit)
         )
     )
+
+
+# ------------------------------------------------------------ bulk balances ---
+_BULK_SQL = [
+    # customers this run may settle: no unresolved card attempt, not being settled elsewhere
+    # (transaction-level advisory lock in the same key space as settle_customer's), rows FOR UPDATE
+    """CREATE TEMP TABLE bulk_customers ON COMMIT DROP AS
+       SELECT u.id AS customer_id, CAST(0 AS bigint) AS voucher, CAST(0 AS bigint) AS cash,
+              CAST(NULL AS bigint) AS generation
+       FROM users u
+       WHERE u.id = ANY(CAST(:ids AS integer[]))
+         AND NOT EXISTS (SELECT 1 FROM charge_attempts a WHERE a.customer_id = u.id
+                         AND a.status IN ('pending', 'unknown'))""",
+    # evaluated exactly once per listed customer (a temp-table scan, not a plan over all users)
+    """DELETE FROM bulk_customers WHERE NOT pg_try_advisory_xact_lock(:lock_class, customer_id)""",
+    """UPDATE bulk_customers c SET generation = r.generation FROM settlement_requests r
+       WHERE r.customer_id = c.customer_id""",
+    """SELECT 1 FROM users WHERE id IN (SELECT customer_id FROM bulk_customers) ORDER BY id FOR UPDATE""",
+    # balances read only once the rows are locked
+    """UPDATE bulk_customers c SET voucher = u.voucher_balance_cents, cash = u.cash_balance_cents
+       FROM users u WHERE u.id = c.customer_id""",
+    """SELECT 1 FROM invoices WHERE customer_id IN (SELECT customer_id FROM bulk_customers)
+       AND state = 'open' ORDER BY id FOR UPDATE""",
+    # allocation in settlement order: funds before invoice i = voucher + cash − what earlier invoices took
+    """CREATE TEMP TABLE bulk_alloc ON COMMIT DROP AS
+       WITH ordered AS (
+           SELECT i.id AS invoice_id, i.customer_id, i.paid_cents AS paid_before, i.number,
+                  i.total_cents - i.paid_cents AS due, c.voucher, c.cash,
+                  COALESCE(SUM(i.total_cents - i.paid_cents) OVER (
+                      PARTITION BY i.customer_id
+                      ORDER BY i.total_cents - i.paid_cents, i.issued_at, i.id
+                      ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
+           FROM invoices i JOIN bulk_customers c ON c.customer_id = i.customer_id
+           WHERE i.state = 'open' AND i.total_cents > i.paid_cents
+       )
+       SELECT invoice_id, customer_id, paid_before, number,
+              LEAST(due, GREATEST(voucher - before, 0)) AS voucher_part,
+              LEAST(due, GREATEST(voucher + cash - before, 0)) - LEAST(due, GREATEST(voucher - before, 0))
+                  AS cash_part,
+              due
+       FROM ordered""",
+    """DELETE FROM bulk_alloc WHERE voucher_part = 0 AND cash_part = 0""",
+    """CREATE TEMP TABLE bulk_entries ON COMMIT DROP AS
+       WITH parts AS (
+           SELECT invoice_id, customer_id, paid_before, number, 'voucher' AS account, voucher_part AS amount
+           FROM bulk_alloc WHERE voucher_part > 0
+           UNION ALL
+           SELECT invoice_id, customer_id, paid_before, number, 'cash', cash_part
+           FROM bulk_alloc WHERE cash_part > 0
+       ), inserted AS (
+           INSERT INTO ledger_entries (customer_id, account, amount_cents, kind, reference, idempotency_key,
+                                       note, created_at)
+           SELECT customer_id, account, -amount, 'invoice_payment', 'invoice:' || invoice_id,
+                  'invoice:' || invoice_id || ':' || account || ':after:' ||
+                      (paid_before + CASE WHEN account = 'cash' THEN
+                          (SELECT voucher_part FROM bulk_alloc b WHERE b.invoice_id = parts.invoice_id) ELSE 0 END),
+                  'Invoice ' || number, :now
+           FROM parts ORDER BY invoice_id, account DESC
+           ON CONFLICT (idempotency_key) DO NOTHING
+           RETURNING id, customer_id, account, amount_cents, reference
+       )
+       SELECT * FROM inserted""",
+]
+_BULK_APPLY_SQL = [
+    """INSERT INTO invoice_payments (invoice_id, customer_id, source, amount_cents, ledger_entry_id, reference,
+                                     created_at)
+       SELECT CAST(substr(e.reference, 9) AS integer), e.customer_id, e.account, -e.amount_cents, e.id, a.number, :now
+       FROM bulk_entries e JOIN bulk_alloc a ON a.invoice_id = CAST(substr(e.reference, 9) AS integer)
+       ORDER BY e.id""",
+    """UPDATE invoices i SET paid_cents = i.paid_cents + a.voucher_part + a.cash_part,
+              state = CASE WHEN i.paid_cents + a.voucher_part + a.cash_part = i.total_cents THEN 'paid' ELSE i.state END,
+              paid_at = CASE WHEN i.paid_cents + a.voucher_part + a.cash_part = i.total_cents THEN :now ELSE i.paid_at END
+       FROM bulk_alloc a WHERE a.invoice_id = i.id""",
+    """UPDATE users u SET voucher_balance_cents = u.voucher_balance_cents - s.voucher,
+              cash_balance_cents = u.cash_balance_cents - s.cash
+       FROM (SELECT customer_id, SUM(voucher_part) AS voucher, SUM(cash_part) AS cash
+             FROM bulk_alloc GROUP BY customer_id) s
+       WHERE s.customer_id = u.id""",
+    # requests of customers left with nothing to pay are done (unless asked again meanwhile)
+    """DELETE FROM settlement_requests r USING bulk_customers c
+       WHERE r.customer_id = c.customer_id AND r.generation = c.generation
+         AND NOT EXISTS (SELECT 1 FROM invoices i WHERE i.customer_id = c.customer_id
+                         AND i.state = 'open' AND i.total_cents > i.paid_cents)""",
+]
+
+
+class BulkSettlementConflict(Exception):
+    """A balance payment of the bulk path already existed: fall back to the per-customer engine."""
+
+
+def settle_balances_bulk(session: Session, customer_ids: list[int]) -> list[int]:
+    """PostgreSQL only: the voucher/cash part of settlement for many customers in one transaction of
+    set-based statements — the same allocation (smallest due first, oldest on ties; voucher, then
+    cash), the same deterministic ledger idempotency keys and the same locks (advisory lock per
+    customer, then user and invoice rows FOR UPDATE) as `settle_customer`. Customers being settled
+    elsewhere or with an unresolved card attempt are skipped. Commits.
+
+    Returns the customers that still need the per-customer engine (something left to pay — cards —
+    or skipped); the others' settlement requests are cleared."""
+    if not customer_ids:
+        return []
+    params = {"ids": list(customer_ids), "lock_class": SETTLEMENT_LOCK_CLASS, "now": utcnow()}
+    try:
+        for statement in _BULK_SQL:
+            session.execute(text(statement), params)
+        expected = session.execute(text(
+            "SELECT count(*) FILTER (WHERE voucher_part > 0) + count(*) FILTER (WHERE cash_part > 0) FROM bulk_alloc"
+        )).scalar_one()
+        written = session.execute(text("SELECT count(*) FROM bulk_entries")).scalar_one()
+        if written != expected:
+            raise BulkSettlementConflict(f"{expected - written} balance payment(s) already existed")
+        for statement in _BULK_APPLY_SQL:
+            session.execute(text(statement), params)
+        done = set(session.execute(text(
+            "SELECT c.customer_id FROM bulk_customers c WHERE NOT EXISTS (SELECT 1 FROM settlement_requests r "
+            "WHERE r.customer_id = c.customer_id) AND NOT EXISTS (SELECT 1 FROM invoices i WHERE "
+            "i.customer_id = c.customer_id AND i.state = 'open' AND i.total_cents > i.paid_cents)"
+        )).scalars())
+        session.commit()
+    except BulkSettlementConflict:
+        session.rollback()
+        log.warning("bulk settlement fell back to the per-customer engine", exc_info=True)
+        return list(customer_ids)
+    except Exception:
+        session.rollback()
+        raise
+    return [c for c in customer_ids if c not in done]

@@ -9,7 +9,7 @@ detection and "last usable card" checks hold under concurrency).
 import logging
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.billing.settlement_requests import request_settlement
@@ -55,6 +55,12 @@ class CardNotUsable(CardError):
 
 
 def _lock_customer(session: Session, customer_id: int) -> User:
+    """Serialise card changes of one customer (redirect, webhook and clicks may race).
+
+    PostgreSQL: a row lock. SQLite (embedded default) ignores FOR UPDATE, so a no-op UPDATE takes
+    the database write lock for the rest of the transaction instead."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(update(User).where(User.id == customer_id).values(id=User.id))
     return session.scalar(select(User).where(User.id == customer_id).with_for_update())
 
 

@@ -37,6 +37,14 @@ def format_money(cents: int | None, currency: str | None = None) -> str:
     return format_currency(to_decimal(cents or 0, currency), currency, locale=_locale())
 
 
+def format_unit_price(price: Decimal | None, currency: str | None = None) -> str:
+    """An exact unit price (up to 6 places), e.g. $0.10, $0.125, $0.123456 — never through float."""
+    if price is None:
+        return ""
+    currency = (currency or _currency()).upper()
+    return format_currency(Decimal(price), currency, format="¤#,##0.00####", locale=_locale(), currency_digits=False)
+
+
 def parse_amount(text: str, currency: str | None = None) -> int:
     """'25', '25.00', '1,250.50' → minor units. Refuses negatives, NaN and sub-cent precision."""
     cleaned = (text or "").strip().replace(",", "").replace(" ", "")

@@ -2,7 +2,7 @@
 
 from flask import Flask, render_template
 
-from app.billing.money import format_money
+from app.billing.money import format_money, format_unit_price
 from app.extensions import db, login_manager
 from app.models import User
 from app.web.helpers import is_htmx
@@ -29,6 +29,7 @@ def register_web(app: Flask) -> None:
     app.register_blueprint(health_bp)
 
     app.jinja_env.filters["money"] = lambda cents: format_money(cents)
+    app.jinja_env.filters["unit_price"] = lambda price: format_unit_price(price)
     app.jinja_env.globals["is_htmx"] = is_htmx
     app.jinja_env.globals["has_endpoint"] = lambda endpoint: endpoint in app.view_functions
 

@@ -27,11 +27,11 @@ def test_admin_changes_a_price_and_sees_the_history(page, session, factory):
     page.fill("input[name=hourly_price]", "0.125000")
     page.click("#price-submit")
     history = page.locator("#price-history")
-    history.get_by_text("0.125000").wait_for()
+    history.get_by_text("$0.125").wait_for()
     assert history.locator("tbody tr").count() == 2
-    assert "0.100000" in history.inner_text()
+    assert "$0.10" in history.inner_text()
     page.goto("/admin/pricing")
-    assert page.locator("#plan-vm-small .plan-price").inner_text() == "0.125000"
+    assert page.locator("#plan-vm-small .plan-price").inner_text() == "$0.125"
 
 
 def test_customer_sees_deployments_and_month_to_date_cost(page, session, factory):

@@ -42,3 +42,12 @@ def test_tax_is_rounded_once_on_the_subtotal():
     assert tax_cents(1005, Decimal("0.19")) == 191  # 190.95 → 191
     assert tax_cents(250, Decimal("0.1")) == 25
     assert tax_cents(25, Decimal("0.1")) == 2  # 2.5 → 2 (half-even)
+
+
+def test_unit_prices_keep_their_exact_places():
+    from app.billing.money import format_unit_price
+
+    assert format_unit_price(Decimal("0.100000"), "usd") == "$0.10"
+    assert format_unit_price(Decimal("0.125"), "usd") == "$0.125"
+    assert format_unit_price(Decimal("0.123456"), "usd") == "$0.123456"
+    assert format_unit_price(Decimal("1234.5"), "usd") == "$1,234.50"

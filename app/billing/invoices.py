@@ -281,6 +281,11 @@ def void_invoice(session: Session, invoice_id: int, *, actor_id: int | None = No
     """Void an open invoice. Partial payments already applied go back to the customer: voucher
     payments to the voucher balance, everything else to the cash balance. Audited; commits."""
     try:
+        customer_id = session.scalar(select(Invoice.customer_id).where(Invoice.id == invoice_id))
+        if customer_id is None:
+            raise LookupError(invoice_id)
+        # same lock order as settlement (user row, then invoice): no deadlock with a running settlement
+        session.scalar(select(User.id).where(User.id == customer_id).with_for_update())
         invoice = lock_invoice(session, invoice_id)
         if invoice.state != "open":
             raise InvoiceNotOpen(invoice.state)

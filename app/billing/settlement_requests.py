@@ -5,32 +5,58 @@ so it commits or rolls back with the funds that prompted it. After the transacti
 RQ job is enqueued; if Redis is down the enqueue fails quietly (logged) and the periodic sweep
 (`jobs.settlement.sweep_settlement_requests`) picks the row up later. Repeated requests for one
 customer coalesce into the same row (its `generation` moves).
+
+Enqueues coalesce too: the upsert also claims `enqueued_at` and says whether this transaction must
+enqueue. It does not when the row was already waiting and a job was enqueued for it less than
+`ENQUEUE_COALESCE_SECONDS` ago: that job has not run yet (it will see this request), or is running
+(it loops while the generation moves, see `_settle_rounds`), or it left the row behind on purpose
+(incomplete settlement) — which the sweep retries anyway. A row deleted by a finished job is
+inserted afresh and always enqueues. If the enqueue after commit fails, the sweep catches up.
 """
 
 import logging
+from datetime import timedelta
 
-from sqlalchemy import event, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import bindparam, event, select, text
 from sqlalchemy.orm import Session
 
 from app.models import SettlementRequest
-from app.models.base import utcnow
+from app.models.base import UTCDateTime, utcnow
 
 log = logging.getLogger(__name__)
 _PENDING_KEY = "paydesk_pending_settlements"
+ENQUEUE_COALESCE_SECONDS = 5.0
+
+# Built once (hot path of every funds arrival); PostgreSQL and SQLite share the syntax.
+_UPSERT = (
+    text(
+        "INSERT INTO settlement_requests (customer_id, generation, requested_at, enqueued_at) "
+        "VALUES (:customer_id, 1, :now, :now) "
+        "ON CONFLICT (customer_id) DO UPDATE SET generation = settlement_requests.generation + 1, "
+        "requested_at = excluded.requested_at, "
+        "enqueued_at = CASE WHEN settlement_requests.enqueued_at > :coalesce_after "
+        "THEN settlement_requests.enqueued_at ELSE excluded.enqueued_at END "
+        "RETURNING enqueued_at"
+    )
+    .bindparams(bindparam("now", type_=UTCDateTime()), bindparam("coalesce_after", type_=UTCDateTime()))
+    .columns(enqueued_at=UTCDateTime())
+)
 
 
 def request_settlement(session: Session, customer_id: int) -> None:
-    """Mark the customer as needing settlement; the job is enqueued once the caller commits."""
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(SettlementRequest).values(customer_id=customer_id, generation=1, requested_at=utcnow())
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[SettlementRequest.customer_id],
-        set_={"generation": SettlementRequest.generation + 1, "requested_at": utcnow()},
+    """Mark the customer as needing settlement; the job is enqueued once the caller commits
+    (unless one was enqueued for the still-waiting request moments ago, see the module docstring)."""
+    now = utcnow()
+    enqueued_at = (
+        session.connection()
+        .execute(
+            _UPSERT,
+            {"customer_id": customer_id, "now": now, "coalesce_after": now - timedelta(seconds=ENQUEUE_COALESCE_SECONDS)},
+        )
+        .scalar_one()
     )
-    session.execute(stmt)
-    session.info.setdefault(_PENDING_KEY, set()).add(customer_id)
+    if enqueued_at == now:
+        session.info.setdefault(_PENDING_KEY, set()).add(customer_id)
 
 
 def pending_settlement_customers(session: Session, limit: int = 500) -> list[int]:

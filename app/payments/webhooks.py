@@ -9,15 +9,13 @@ out-of-order and repeated related events are harmless.
 
 import logging
 
-from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Integer, bindparam, select, text, update
 from sqlalchemy.orm import Session
 
 from app.billing import cards, topups
-from app.models import BillingCustomer, ChargeAttempt, User
-from app.models.base import utcnow
-from app.models.stripe_events import CashRefund, PaymentDispute, StripeEvent, Topup
+from app.models import ChargeAttempt, User
+from app.models.base import UTCDateTime, utcnow
+from app.models.stripe_events import CashRefund, PaymentDispute, Topup
 from app.payments import gateway
 from app.payments.customers import customer_id_for
 
@@ -30,32 +28,40 @@ def _id(value):
     return value.get("id") if isinstance(value, dict) else value
 
 
+# Built once (every delivery runs it); PostgreSQL and SQLite share the syntax.
+_CLAIM_EVENT = (
+    text(
+        "INSERT INTO stripe_events (id, type, created, customer_id, source, processed_at) "
+        "VALUES (:id, :type, :created, "
+        "(SELECT customer_id FROM billing_customers WHERE stripe_customer_id = :stripe_customer), "
+        ":source, :processed_at) "
+        "ON CONFLICT (id) DO NOTHING RETURNING customer_id"
+    )
+    .bindparams(bindparam("processed_at", type_=UTCDateTime()))
+    .columns(customer_id=Integer())
+)
+
+
 def apply_event(session: Session, event: dict, *, source: str = "webhook") -> bool:
     """Record and apply one verified event. Returns False for an event already processed. Commits."""
     obj = (event.get("data") or {}).get("object") or {}
     stripe_customer = _id(obj.get("customer")) if obj.get("object") != "customer" else obj.get("id")
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    events = StripeEvent.__table__
     # One statement: map the Stripe customer and claim the event id (the unique key).
-    recorded = session.execute(
-        insert(events)
-        .values(
-            id=event["id"],
-            type=event["type"],
-            created=int(event.get("created") or 0),
-            customer_id=(
-                select(BillingCustomer.customer_id)
-                .where(BillingCustomer.stripe_customer_id == stripe_customer)
-                .scalar_subquery()
-                if isinstance(stripe_customer, str)
-                else None
-            ),
-            source=source,
-            processed_at=utcnow(),
+    recorded = (
+        session.connection()
+        .execute(
+            _CLAIM_EVENT,
+            {
+                "id": event["id"],
+                "type": event["type"],
+                "created": int(event.get("created") or 0),
+                "stripe_customer": stripe_customer if isinstance(stripe_customer, str) else None,
+                "source": source,
+                "processed_at": utcnow(),
+            },
         )
-        .on_conflict_do_nothing(index_elements=[events.c.id])
-        .returning(events.c.customer_id)
-    ).first()
+        .first()
+    )
     if recorded is None:
         session.rollback()
         return False

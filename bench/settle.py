@@ -150,10 +150,9 @@ def main() -> None:
             for start in range(0, len(customer_ids), BATCH)
         ]
         rq = str(Path(sys.executable).with_name("rq"))
-        # SimpleWorker: no fork per job, so the app is created once per worker process (a forked work
-        # horse would build the Flask app for every job, ~2 s each on this machine)
+        # The production worker class: the app is built once in the parent, horses fork warm.
         cmd = [rq, "worker", "--burst", "--url", redis_url, "--path", str(ROOT), "--quiet",
-               "--worker-class", "rq.worker.SimpleWorker", QUEUE_NAME]
+               "--worker-class", "jobs.worker.PaydeskWorker", QUEUE_NAME]
         start = time.perf_counter()
         workers = [subprocess.Popen(cmd, env=env, cwd=ROOT) for _ in range(args.workers)]
         for proc in workers:

@@ -22,6 +22,23 @@ def worker_app() -> Flask:
     return _worker_app
 
 
+def warm_up() -> None:
+    """Build the worker app and import every job module now (in the worker's parent process)."""
+    import jobs.dunning  # noqa: F401
+    import jobs.invoicing  # noqa: F401
+    import jobs.mail  # noqa: F401
+    import jobs.settlement  # noqa: F401
+    import jobs.stripe_events  # noqa: F401
+
+    worker_app()
+
+
+def after_fork() -> None:
+    """In a forked work-horse: never reuse the parent's pooled connections."""
+    if _worker_app is not None:
+        _worker_app.extensions["paydesk_engine"].dispose(close=False)
+
+
 @contextmanager
 def job_session() -> Iterator[Session]:
     """A fresh Session for one job, inside an app context; always closed."""

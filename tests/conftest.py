@@ -279,7 +279,10 @@ class Worker:
         self.env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
 
     def command(self, burst: bool = True) -> list[str]:
-        cmd = [str(Path(sys.executable).with_name("rq")), "worker", "--url", self.env["REDIS_URL"], "--path", str(ROOT)]
+        cmd = [
+            str(Path(sys.executable).with_name("rq")), "worker", "--url", self.env["REDIS_URL"], "--path", str(ROOT),
+            "--worker-class", "jobs.worker.PaydeskWorker",
+        ]
         if burst:
             cmd.append("--burst")
         return cmd + ["paydesk"]

@@ -14,19 +14,9 @@ from tests.integration.usage_helpers import event, make_plan, run_deployment
 pytestmark = pytest.mark.integration
 
 
-def _has_money_core() -> bool:
-    try:
-        from app.billing.invoices import create_invoice, issue_invoice  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 @pytest.fixture(params=["bulk", "per_customer"])
 def issue(request, app):
     """Run the monthly invoicing of a period through one of the two paths."""
-    if request.param == "per_customer" and not _has_money_core():
-        pytest.skip("app.billing.invoices (money core) not available yet")
 
     def run(period):
         from app.extensions import db
@@ -218,3 +208,25 @@ def test_monthly_job_defaults_to_previous_month_and_runs_in_a_real_worker(app, s
     session.expire_all()
     invoices = session.scalars(select(Invoice)).all()
     assert [(i.customer_id, i.billing_period, i.total_cents) for i in invoices] == [(customer.id, period, 240)]
+
+
+def test_monthly_job_then_settles_everyone_in_batches_through_the_worker(app, session, factory, worker):
+    from app.billing.ledger import post_entry
+    from app.billing.usage import previous_period
+    from jobs.invoicing import issue_monthly_invoices
+    from jobs.queue import enqueue
+
+    funded, broke = factory.customer(), factory.customer()
+    post_entry(session, customer_id=funded.id, account="cash", amount_cents=1000, kind="adjustment",
+               idempotency_key="test-funds")
+    session.commit()
+    make_plan(session)
+    period = previous_period()
+    for customer, name in ((funded, "f"), (broke, "b")):
+        run_deployment(session, customer, name, "vm-small", f"{period}-02T00:00:00", f"{period}-03T00:00:00")
+    assert enqueue(issue_monthly_invoices)
+    worker.run_burst()  # the invoicing job enqueues the batch settlement; the same burst runs it
+    session.expire_all()
+    states = {i.customer_id: (i.state, i.paid_cents) for i in session.scalars(select(Invoice))}
+    assert states == {funded.id: ("paid", 240), broke.id: ("open", 0)}
+    assert session.get(type(funded), funded.id).cash_balance_cents == 760

@@ -8,7 +8,7 @@ Nothing here commits: the caller's unit of work does.
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -17,6 +17,40 @@ from app.models import LedgerEntry, User
 from app.models.base import utcnow
 
 BALANCE_COLUMN = {"cash": User.cash_balance_cents, "voucher": User.voucher_balance_cents}
+
+
+def _move_statement(column):
+    """The guarded balance move, built once per account (Core: no ORM bulk-update machinery)."""
+    users = User.__table__
+    col = users.c[column.key]
+    amount = bindparam("amount_cents")
+    return (
+        update(users)
+        .where(users.c.id == bindparam("customer_id"), col + amount >= 0)
+        .values({col: col + amount})
+        .returning(col)
+    )
+
+
+_MOVE = {account: _move_statement(column) for account, column in BALANCE_COLUMN.items()}
+_INSERT_ENTRY: dict[str, object] = {}
+
+
+def _insert_entry_statement(dialect: str):
+    """INSERT … ON CONFLICT (idempotency_key) DO NOTHING RETURNING the entry, built once per dialect."""
+    stmt = _INSERT_ENTRY.get(dialect)
+    if stmt is None:
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        stmt = _INSERT_ENTRY[dialect] = (
+            insert(LedgerEntry)
+            .values({name: bindparam(name) for name in _ENTRY_FIELDS})
+            .on_conflict_do_nothing(index_elements=["idempotency_key"])
+            .returning(LedgerEntry)
+        )
+    return stmt
+
+
+_ENTRY_FIELDS = ("customer_id", "account", "amount_cents", "kind", "reference", "idempotency_key", "note", "created_at")
 
 
 class InsufficientFunds(Exception):
@@ -54,13 +88,11 @@ def post_entry(
     if not isinstance(amount_cents, int) or isinstance(amount_cents, bool):
         raise TypeError("amount_cents must be an int")
     column = BALANCE_COLUMN[account]
-    moved = session.execute(
-        update(User)
-        .where(User.id == customer_id, column + amount_cents >= 0)
-        .values({column: column + amount_cents})
-        .returning(column)
-        .execution_options(synchronize_session=False)
-    ).scalar_one_or_none()
+    moved = (
+        session.connection()
+        .execute(_MOVE[account], {"customer_id": customer_id, "amount_cents": amount_cents})
+        .scalar_one_or_none()
+    )
     if moved is None:
         existing = _entry_by_key(session, idempotency_key)
         if existing is not None:
@@ -68,21 +100,18 @@ def post_entry(
         if session.get(User, customer_id) is None:
             raise LookupError(f"no customer {customer_id}")
         raise InsufficientFunds(f"{account} balance would go below zero")
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     entry = session.scalars(
-        insert(LedgerEntry)
-        .values(
-            customer_id=customer_id,
-            account=account,
-            amount_cents=amount_cents,
-            kind=kind,
-            reference=reference,
-            idempotency_key=idempotency_key,
-            note=note,
-            created_at=utcnow(),
-        )
-        .on_conflict_do_nothing(index_elements=["idempotency_key"])
-        .returning(LedgerEntry),
+        _insert_entry_statement(session.get_bind().dialect.name),
+        {
+            "customer_id": customer_id,
+            "account": account,
+            "amount_cents": amount_cents,
+            "kind": kind,
+            "reference": reference,
+            "idempotency_key": idempotency_key,
+            "note": note,
+            "created_at": utcnow(),
+        },
         execution_options={"populate_existing": True},
     ).one_or_none()
     if entry is None:  # the key was already used: undo the balance move, return the first entry

@@ -9,15 +9,13 @@ entry's idempotency key is `topup:<payment_intent_id>`.
 from dataclasses import dataclass
 
 from flask import current_app
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session
 
 from app.billing.ledger import post_entry
 from app.billing.money import format_money
 from app.billing.settlement_requests import request_settlement
-from app.models.base import utcnow
+from app.models.base import UTCDateTime, utcnow
 from app.models.stripe_events import Topup
 from app.payments import gateway
 from app.payments.customers import customer_id_for, ensure_stripe_customer
@@ -71,6 +69,14 @@ def start_topup(session: Session, customer_id: int, amount_cents: int, *, succes
     return checkout.url
 
 
+# Built once (every top-up webhook runs it); PostgreSQL and SQLite share the syntax.
+_INSERT_TOPUP = text(
+    "INSERT INTO topups (customer_id, payment_intent_id, checkout_session_id, amount_cents, refunded_cents, "
+    "ledger_entry_id, created_at) VALUES (:customer_id, :payment_intent_id, :checkout_session_id, :amount_cents, 0, "
+    ":ledger_entry_id, :created_at) ON CONFLICT (payment_intent_id) DO NOTHING"
+).bindparams(bindparam("created_at", type_=UTCDateTime()))
+
+
 def credit_topup(
     session: Session,
     customer_id: int,
@@ -96,19 +102,16 @@ def credit_topup(
         note="Card top-up",
     )
     if posted.created:
-        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-        session.execute(
-            insert(Topup.__table__)
-            .values(
-                customer_id=customer_id,
-                payment_intent_id=payment_intent_id,
-                checkout_session_id=checkout_session_id,
-                amount_cents=amount_cents,
-                refunded_cents=0,
-                ledger_entry_id=posted.entry.id,
-                created_at=utcnow(),
-            )
-            .on_conflict_do_nothing(index_elements=[Topup.__table__.c.payment_intent_id])
+        session.connection().execute(
+            _INSERT_TOPUP,
+            {
+                "customer_id": customer_id,
+                "payment_intent_id": payment_intent_id,
+                "checkout_session_id": checkout_session_id,
+                "amount_cents": amount_cents,
+                "ledger_entry_id": posted.entry.id,
+                "created_at": utcnow(),
+            },
         )
         request_settlement(session, customer_id)
     return Credited(payment_intent_id, posted.entry.amount_cents, posted.created)

@@ -6,11 +6,14 @@
 
 Uses its own database (dropped and recreated) and its own private redis-server on a free port.
 Data is generated with set-based SQL (users with a cash credit in the ledger, issued invoices with one
-line, one settlement request each). The settlement is the production path: jobs
-`jobs.settlement.settle_customers_job` (batches of customers; each customer through
-`settle_customer` with its advisory lock, row locks, ledger entries and payments) processed by
-`rq worker --burst` processes. The reference rate is a loop of `UPDATE … WHERE id = $1` + COMMIT from
-one connection, measured in the same run. Last line: `bench settle: invoices_per_s=… pg_update_tps=… ratio=…`.
+line, one settlement request each). Two production paths are timed, each by `rq worker --burst`
+processes of the production worker class: first a sample of customers one job each through
+`jobs.settlement.settle_customer_job` (the engine a single trigger runs: advisory lock, row locks,
+ledger entries, payments), then everyone else through `settle_customers_job` in batches — what the
+monthly invoicing job enqueues — whose voucher/cash part is set-based (`settle_balances_bulk`, same
+order, keys and locks as the engine) and whose leftovers go through the engine. The reference rate is a loop of `UPDATE … WHERE id = $1` + COMMIT from
+one connection, measured in the same run. Last line: `bench settle: invoices_per_s=… pg_update_tps=… ratio=…
+ engine_invoices_per_s=… engine_ratio=…` (batch path first, the one-customer engine after).
 """
 
 import argparse
@@ -113,6 +116,8 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=5000)
     parser.add_argument("--invoices-per-customer", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--engine-sample", type=int, default=200,
+                        help="customers settled one job each through settle_customer, timed separately")
     parser.add_argument("--database-url", default=os.environ.get(
         "BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/paydesk_bench_settle"))
     args = parser.parse_args()
@@ -142,28 +147,39 @@ def main() -> None:
         from rq import Queue
 
         from jobs.queue import QUEUE_NAME
-        from jobs.settlement import settle_customers_job
+        from jobs.settlement import settle_customer_job, settle_customers_job
 
         queue = Queue(QUEUE_NAME, connection=Redis.from_url(redis_url))
-        jobs = [
-            queue.enqueue(settle_customers_job, customer_ids[start : start + BATCH], job_timeout=1800)
-            for start in range(0, len(customer_ids), BATCH)
-        ]
         rq = str(Path(sys.executable).with_name("rq"))
         # The production worker class: the app is built once in the parent, horses fork warm.
         cmd = [rq, "worker", "--burst", "--url", redis_url, "--path", str(ROOT), "--quiet",
                "--worker-class", "jobs.worker.PaydeskWorker", QUEUE_NAME]
-        start = time.perf_counter()
-        workers = [subprocess.Popen(cmd, env=env, cwd=ROOT) for _ in range(args.workers)]
-        for proc in workers:
-            proc.wait(timeout=3600)
-        wall = time.perf_counter() - start
-        for job in jobs:
-            job.refresh()
-        failed = [job.id for job in jobs if job.get_status() != "finished"]
-        first = min(job.started_at for job in jobs if job.started_at)
-        last = max(job.ended_at for job in jobs if job.ended_at)
-        elapsed = (last - first).total_seconds()
+
+        def run_phase(jobs):
+            start = time.perf_counter()
+            workers = [subprocess.Popen(cmd, env=env, cwd=ROOT) for _ in range(args.workers)]
+            for proc in workers:
+                proc.wait(timeout=3600)
+            for job in jobs:
+                job.refresh()
+            failed = [job.id for job in jobs if job.get_status() != "finished"]
+            first = min(job.started_at for job in jobs if job.started_at)
+            last = max(job.ended_at for job in jobs if job.ended_at)
+            return (last - first).total_seconds(), time.perf_counter() - start, failed
+
+        # Phase 1: a sample of customers through the one-customer engine (what a single trigger runs).
+        sample, batched = customer_ids[: args.engine_sample], customer_ids[args.engine_sample :]
+        engine_jobs = [queue.enqueue(settle_customer_job, cid, job_timeout=600) for cid in sample]
+        engine_elapsed, _, engine_failed = run_phase(engine_jobs) if engine_jobs else (0.0, 0.0, [])
+        with engine.connect() as conn:
+            engine_paid = conn.execute(text("SELECT count(*) FROM invoices WHERE state = 'paid'")).scalar_one()
+        # Phase 2: everyone else in batches (what the monthly job enqueues after issuing invoices).
+        jobs = [
+            queue.enqueue(settle_customers_job, batched[start : start + BATCH], job_timeout=1800)
+            for start in range(0, len(batched), BATCH)
+        ]
+        elapsed, wall, failed = run_phase(jobs)
+        failed += engine_failed
     finally:
         redis_proc.terminate()
         redis_proc.wait(10)
@@ -187,8 +203,12 @@ def main() -> None:
 
     update_tps = measure_pg_update_tps(args.database_url)
     engine.dispose()
-    rate = paid / elapsed if elapsed else 0.0
-    print(f"bench settle: invoices_per_s={rate:.0f} pg_update_tps={update_tps:.0f} ratio={rate / update_tps:.2f}")
+    rate = (paid - engine_paid) / elapsed if elapsed else 0.0
+    engine_rate = engine_paid / engine_elapsed if engine_elapsed else 0.0
+    print(f"one-customer engine: {engine_paid} invoices of {len(sample)} customers in {engine_elapsed:.1f} s "
+          f"= {engine_rate:.0f} invoices/s (ratio {engine_rate / update_tps:.2f})")
+    print(f"bench settle: invoices_per_s={rate:.0f} pg_update_tps={update_tps:.0f} ratio={rate / update_tps:.2f} "
+          f"engine_invoices_per_s={engine_rate:.0f} engine_ratio={engine_rate / update_tps:.2f}")
 
 
 if __name__ == "__main__":

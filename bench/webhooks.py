@@ -229,7 +229,9 @@ def main() -> None:
     proc = start_gunicorn(port)
     try:
         cpu_before = process_tree_cpu_seconds(proc.pid)
+        generator_before = time.process_time()
         elapsed, latencies, errors = run_load(port, deliveries, args.threads)
+        generator_cpu = time.process_time() - generator_before
         server_cpu = process_tree_cpu_seconds(proc.pid) - cpu_before
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -257,6 +259,8 @@ def main() -> None:
     load1 = os.getloadavg()[0]
     print(f"app CPU per delivery: {server_cpu / len(deliveries) * 1000:.2f} ms (gunicorn workers only); "
           f"load average at the end {load1:.1f} on {os.cpu_count()} cores (other processes share them)")
+    print(f"load generator CPU per delivery: {generator_cpu / len(deliveries) * 1000:.2f} ms "
+          f"({args.threads} threads, payloads signed before the timed section)")
     ok = entries == unique and events == unique and cash == unique * 1000 and not errors
     print(f"bench webhooks: events_per_s={len(deliveries) / elapsed:.0f} p95_ms={p95:.0f} "
           f"duplicates={duplicates_pct}%{'' if ok else ' EXACTLY-ONCE CHECK FAILED'}")

@@ -271,6 +271,14 @@ def stripe(app, stripe_emulator, live_port):
     stripe_emulator.clear_faults()
 
 
+@pytest.fixture
+def quiet_stripe(app, stripe_emulator):
+    """The emulator wiped, with NO webhook registered: the test decides what is delivered, when."""
+    stripe_emulator.reset()
+    yield stripe_emulator
+    stripe_emulator.clear_faults()
+
+
 # -------------------------------------------------------------------- worker ---
 class Worker:
     """Runs real `rq worker` processes against the test Redis and database."""

@@ -16,13 +16,6 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def quiet_stripe(app, stripe_emulator):
-    stripe_emulator.reset()
-    yield stripe_emulator
-    stripe_emulator.clear_faults()
-
-
-@pytest.fixture
 def customer(factory, client):
     user = factory.customer(email="cardholder@example.com")
     login(client, user.email)

@@ -15,13 +15,6 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def quiet_stripe(app, stripe_emulator):
-    stripe_emulator.reset()
-    yield stripe_emulator
-    stripe_emulator.clear_faults()
-
-
-@pytest.fixture
 def topped_up(client, factory, session, quiet_stripe):
     """A customer who topped up 25.00 through Checkout."""
     user = factory.customer(email="refundee@example.com")

@@ -19,14 +19,6 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def quiet_stripe(app, stripe_emulator):
-    """The emulator wiped, with NO webhook registered: the test decides what is delivered, when."""
-    stripe_emulator.reset()
-    yield stripe_emulator
-    stripe_emulator.clear_faults()
-
-
-@pytest.fixture
 def customer(factory, client):
     user = factory.customer(email="topup@example.com")
     login(client, user.email)

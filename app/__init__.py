@@ -27,6 +27,10 @@ def create_app(overrides: dict | None = None) -> Flask:
 
     register_web(app)
 
+    from jobs.hooks import register_job_hooks
+
+    register_job_hooks()
+
     from app.cli import register_cli
 
     register_cli(app)

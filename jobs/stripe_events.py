@@ -5,9 +5,9 @@ import logging
 from sqlalchemy import func, select
 
 from app.billing.refunds import send_pending_refunds
+from app.billing.stripe_events import apply_event
 from app.models.stripe_events import StripeEvent
 from app.payments import gateway
-from app.payments.webhooks import apply_event
 from jobs.runtime import job_session
 
 log = logging.getLogger(__name__)

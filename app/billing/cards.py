@@ -13,10 +13,10 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.billing.settlement_requests import request_settlement
+from app.billing.stripe_customers import customer_id_for, ensure_stripe_customer
 from app.models import Card, User
 from app.models.base import utcnow
 from app.payments import gateway
-from app.payments.customers import customer_id_for, ensure_stripe_customer
 
 log = logging.getLogger(__name__)
 

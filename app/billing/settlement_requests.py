@@ -15,6 +15,7 @@ inserted afresh and always enqueues. If the enqueue after commit fails, the swee
 """
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 
 from sqlalchemy import bindparam, event, select, text
@@ -26,6 +27,14 @@ from app.models.base import UTCDateTime, utcnow
 log = logging.getLogger(__name__)
 _PENDING_KEY = "paydesk_pending_settlements"
 ENQUEUE_COALESCE_SECONDS = 5.0
+_enqueue_settlement: Callable[[int], object] | None = None
+
+
+def set_settlement_enqueuer(enqueue: Callable[[int], object]) -> None:
+    """How a committed request reaches a worker. `jobs` registers it when the app is built
+    (billing never imports jobs); without one, requests wait for the periodic sweep."""
+    global _enqueue_settlement
+    _enqueue_settlement = enqueue
 
 # Built once (hot path of every funds arrival); PostgreSQL and SQLite share the syntax.
 _UPSERT = (
@@ -70,12 +79,10 @@ def pending_settlement_customers(session: Session, limit: int = 500) -> list[int
 @event.listens_for(Session, "after_commit")
 def _enqueue_after_commit(session: Session) -> None:
     customers = session.info.pop(_PENDING_KEY, None)
-    if not customers:
+    if not customers or _enqueue_settlement is None:
         return
-    from jobs.queue import enqueue_settlement
-
     for customer_id in sorted(customers):
-        enqueue_settlement(customer_id)
+        _enqueue_settlement(customer_id)
 
 
 @event.listens_for(Session, "after_rollback")

@@ -15,10 +15,10 @@ from sqlalchemy.orm import Session
 from app.billing.ledger import post_entry
 from app.billing.money import format_money
 from app.billing.settlement_requests import request_settlement
+from app.billing.stripe_customers import customer_id_for, ensure_stripe_customer
 from app.models.base import UTCDateTime, utcnow
 from app.models.stripe_events import Topup
 from app.payments import gateway
-from app.payments.customers import customer_id_for, ensure_stripe_customer
 
 PURPOSE = "topup"
 

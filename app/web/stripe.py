@@ -7,9 +7,9 @@ from flask_login import current_user
 
 from app.billing import cards, topups
 from app.billing.money import format_money
+from app.billing.stripe_events import apply_event
 from app.extensions import csrf, db
 from app.payments import gateway
-from app.payments.webhooks import apply_event
 from app.web.helpers import customer_required
 
 bp = Blueprint("stripe", __name__)

@@ -5,9 +5,9 @@ import stripe as stripe_sdk
 from sqlalchemy import func, select
 
 from app.billing.cards import LastCardNeeded, remove_card
+from app.billing.stripe_customers import ensure_stripe_customer
 from app.extensions import db
 from app.models import BillingCustomer, Card, SettlementRequest
-from app.payments.customers import ensure_stripe_customer
 from tests.conftest import get_csrf, login
 from tests.integration.test_topup import _deliver_all_events
 from tests.stripe_support import local_path, pay_checkout

@@ -13,11 +13,11 @@ from sqlalchemy import Integer, bindparam, select, text, update
 from sqlalchemy.orm import Session
 
 from app.billing import cards, topups
+from app.billing.stripe_customers import customer_id_for
 from app.models import ChargeAttempt, User
 from app.models.base import UTCDateTime, utcnow
 from app.models.stripe_events import CashRefund, PaymentDispute, Topup
 from app.payments import gateway
-from app.payments.customers import customer_id_for
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,14 @@
+"""Hooks through which the domain hands work to the job queue after a commit.
+
+`app.billing` never imports `jobs`: it writes an outbox row in the caller's transaction and calls
+whatever hook is registered here once that transaction commits. `create_app()` registers them, so
+the web process, workers and scripts all enqueue the same way; the periodic sweeps cover anything
+an enqueue loses.
+"""
+
+
+def register_job_hooks() -> None:
+    from app.billing import settlement_requests
+    from jobs.queue import enqueue_settlement
+
+    settlement_requests.set_settlement_enqueuer(enqueue_settlement)

@@ -24,9 +24,7 @@ Redemption guarantees, enforced by PostgreSQL (not by reading then writing in Py
 """
 
 import base64
-import csv
 import hashlib
-import io
 import math
 import secrets
 from dataclasses import dataclass
@@ -39,6 +37,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.billing.audit import record_audit
+from app.billing.csv_cells import csv_text
 from app.billing.ledger import post_entry
 from app.billing.settlement_requests import request_settlement
 from app.models.base import utcnow
@@ -241,22 +240,21 @@ def list_vouchers(session: Session, *, batch_id: int | None = None, limit: int =
 
 
 def codes_csv(created: CreatedBatch) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["code", "voucher_id", "batch_id", "value_cents", "max_redemptions", "expires_at", "note"])
-    for voucher, code in created.codes:
-        writer.writerow(
-            [
-                code,
-                voucher.id,
-                created.batch.id,
-                voucher.value_cents,
-                voucher.max_redemptions,
-                voucher.expires_at.isoformat() if voucher.expires_at else "",
-                voucher.note or "",
-            ]
-        )
-    return out.getvalue()
+    """The batch's codes as CSV; cells are neutralised like every export (`csv_cells`)."""
+    header = ["code", "voucher_id", "batch_id", "value_cents", "max_redemptions", "expires_at", "note"]
+    rows = (
+        [
+            code,
+            voucher.id,
+            created.batch.id,
+            voucher.value_cents,
+            voucher.max_redemptions,
+            voucher.expires_at.isoformat() if voucher.expires_at else "",
+            voucher.note or "",
+        ]
+        for voucher, code in created.codes
+    )
+    return csv_text(header, rows)
 
 
 def codes_csv_data_url(created: CreatedBatch) -> str:

@@ -19,8 +19,10 @@ def register_web(app: Flask) -> None:
     from app.web.auth import bp as auth_bp
     from app.web.customer import bp as customer_bp
     from app.web.health import bp as health_bp
+    from app.web.security_headers import register_security_headers
     from app.web.stripe import bp as stripe_bp
 
+    register_security_headers(app)
     app.register_blueprint(auth_bp)
     app.register_blueprint(customer_bp)
     app.register_blueprint(admin_bp, url_prefix="/admin")

@@ -1,7 +1,5 @@
 """Admin invoice pages (money core): list with filters and CSV export, detail, void, bank transfer, PDF."""
 
-import csv
-import io
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -19,6 +17,7 @@ from app.models import ChargeAttempt, Invoice, User
 from app.models.invoice import INVOICE_STATES
 from app.pdf import render_invoice_pdf
 from app.web.admin import bp
+from app.web.csv_export import csv_response
 from app.web.helpers import admin_required, render_page_or_block
 
 PAGE_SIZE = 50
@@ -75,26 +74,24 @@ def invoices():
 @bp.get("/invoices.csv")
 @admin_required
 def invoices_csv():
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["number", "customer_id", "email", "state", "issued_at", "billing_period", "currency",
-                     "subtotal", "tax", "total", "paid", "due"])
-    rows = db.session.execute(_filtered_query(request.args).add_columns(User.email))
-    for invoice, email in rows:
-        writer.writerow([
+    header = ["number", "customer_id", "email", "state", "issued_at", "billing_period", "currency",
+              "subtotal", "tax", "total", "paid", "due"]
+    rows = (
+        [
             invoice.number, invoice.customer_id, email, invoice.state,
             invoice.issued_at.isoformat() if invoice.issued_at else "", invoice.billing_period or "",
             invoice.currency, _plain_amount(invoice.subtotal_cents), _plain_amount(invoice.tax_cents),
             _plain_amount(invoice.total_cents), _plain_amount(invoice.paid_cents),
             _plain_amount(invoice.amount_due_cents),
-        ])
-    return Response(out.getvalue(), mimetype="text/csv",
-                    headers={"Content-Disposition": 'attachment; filename="invoices.csv"'})
+        ]
+        for invoice, email in db.session.execute(_filtered_query(request.args).add_columns(User.email))
+    )
+    return csv_response("invoices.csv", header, rows)
 
 
-def _plain_amount(cents: int) -> str:
-    """'25.00' for the CSV: major units with the currency's number of decimals, no symbol."""
-    return str(to_decimal(cents).quantize(Decimal(1) / minor_unit_factor()))
+def _plain_amount(cents: int) -> Decimal:
+    """25.00 for the CSV: major units with the currency's number of decimals, no symbol."""
+    return to_decimal(cents).quantize(Decimal(1) / minor_unit_factor())
 
 
 def _invoice_or_404(invoice_id: int) -> Invoice:

@@ -66,7 +66,8 @@ class PaymentDispute(Base):
 
 
 class CashRefund(Base):
-    """Part of an admin refund of unspent cash: one Stripe refund against one top-up.
+    """Part of an admin refund of unspent cash (one Stripe refund against one top-up), or the card
+    part of a credit note refunded to the card that paid the invoice (`credit_note_id`, no top-up).
 
     Written (with its negative cash ledger entry) and committed *before* Stripe is called; the
     Stripe call uses `idempotency_key`, so a retry never refunds twice.
@@ -81,7 +82,8 @@ class CashRefund(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
-    topup_id: Mapped[int] = mapped_column(ForeignKey("topups.id"), index=True)
+    topup_id: Mapped[int | None] = mapped_column(ForeignKey("topups.id"), index=True)
+    credit_note_id: Mapped[int | None] = mapped_column(ForeignKey("credit_notes.id"), index=True)
     payment_intent_id: Mapped[str] = mapped_column(String(120))
     amount_cents: Mapped[int] = mapped_column(BigInteger)
     request_key: Mapped[str] = mapped_column(String(120), index=True)

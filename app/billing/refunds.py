@@ -6,19 +6,59 @@ is split over the customer's top-ups (newest first), each part gets a `cash_refu
 at Stripe with the part's idempotency key. A timeout leaves the part pending (retried later with
 the same key, never refunded twice); a definite refusal marks it failed and credits the part back.
 The whole admin request is idempotent on `request_key` (a double submit does nothing new).
+
+Credit notes refunded to the card reuse the same rows and the same sending (`credit_note_id` set,
+no top-up): the issuing transaction writes them pending and calls `schedule_refund_send`; after
+its commit the registered sender (jobs.refunds enqueues a job) asks Stripe. Whatever a lost job or
+a killed worker leaves pending, the periodic Stripe reconciliation re-sends with the same key.
 """
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from app.billing.audit import record_audit
 from app.billing.ledger import post_entry
 from app.billing.money import format_money
+from app.billing.settlement_requests import request_settlement
 from app.models import User
 from app.models.stripe_events import CashRefund, Topup
 from app.payments import gateway
+
+log = logging.getLogger(__name__)
+_PENDING_SENDS_KEY = "paydesk_pending_refund_sends"
+_refund_sender: Callable[[str], object] | None = None
+
+
+def register_refund_sender(sender: Callable[[str], object]) -> None:
+    """`jobs` registers how pending refunds of a request are sent after a commit (an RQ job)."""
+    global _refund_sender
+    _refund_sender = sender
+
+
+def schedule_refund_send(session: Session, request_key: str) -> None:
+    """Send the pending refunds of `request_key` once the caller's transaction commits."""
+    session.info.setdefault(_PENDING_SENDS_KEY, set()).add(request_key)
+
+
+@event.listens_for(Session, "after_commit")
+def _send_after_commit(session: Session) -> None:
+    keys = session.info.pop(_PENDING_SENDS_KEY, None)
+    if not keys:
+        return
+    if _refund_sender is None:
+        log.warning("no refund sender registered; the Stripe reconciliation will send %s", sorted(keys))
+        return
+    for key in sorted(keys):
+        _refund_sender(key)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_sends_on_rollback(session: Session) -> None:
+    session.info.pop(_PENDING_SENDS_KEY, None)
 
 
 class RefundError(Exception):
@@ -156,8 +196,9 @@ def send_pending_refunds(session: Session, *, request_key: str | None = None) ->
 def _fail_part(session: Session, part: CashRefund, message: str) -> None:
     session.scalar(select(User).where(User.id == part.customer_id).with_for_update())
     part.status, part.error_message = "failed", message
-    topup = session.get(Topup, part.topup_id)
-    topup.refunded_cents -= part.amount_cents
+    if part.topup_id is not None:
+        topup = session.get(Topup, part.topup_id)
+        topup.refunded_cents -= part.amount_cents
     post_entry(
         session,
         customer_id=part.customer_id,
@@ -168,6 +209,7 @@ def _fail_part(session: Session, part: CashRefund, message: str) -> None:
         reference=part.payment_intent_id,
         note=f"Refund failed at Stripe: {message}"[:500],
     )
+    request_settlement(session, part.customer_id)  # the money is back on the cash balance
 
 
 def recent_refunds(session: Session, customer_id: int | None = None, limit: int = 50) -> list[CashRefund]:

@@ -28,6 +28,7 @@ from app.billing.money import format_money, tax_cents
 from app.billing.settlement_requests import request_settlement
 from app.models import Invoice, InvoiceLine, InvoiceNumberCounter, InvoicePayment, User
 from app.models.base import utcnow
+from app.models.credit_note import CreditNote
 
 FROZEN_FIELDS = (
     "customer_id",
@@ -81,6 +82,15 @@ class InvoiceNotOpen(InvoiceError):
 
 class InvalidPayment(InvoiceError):
     pass
+
+
+class InvoiceHasCreditNotes(InvoiceError):
+    def __init__(self, numbers: list[str]):
+        super().__init__(
+            f"This invoice has credit note{'s' if len(numbers) > 1 else ''} {', '.join(numbers)} and cannot be voided; "
+            "issue a credit note for the rest instead."
+        )
+        self.numbers = numbers
 
 
 @dataclass(frozen=True)
@@ -278,7 +288,7 @@ def _snapshot(invoice: Invoice) -> dict:
 
 
 def void_invoice(session: Session, invoice_id: int, *, actor_id: int | None = None, reason: str | None = None) -> Invoice:
-    """Void an open invoice. Partial payments already applied go back to the customer: voucher
+    """Void an open invoice without credit notes (one with credit notes is corrected by credit notes only). Partial payments already applied go back to the customer: voucher
     payments to the voucher balance, everything else to the cash balance. Audited; commits."""
     try:
         customer_id = session.scalar(select(Invoice.customer_id).where(Invoice.id == invoice_id))
@@ -289,6 +299,11 @@ def void_invoice(session: Session, invoice_id: int, *, actor_id: int | None = No
         invoice = lock_invoice(session, invoice_id)
         if invoice.state != "open":
             raise InvoiceNotOpen(invoice.state)
+        credit_notes = list(session.scalars(
+            select(CreditNote.number).where(CreditNote.invoice_id == invoice.id).order_by(CreditNote.id)
+        ))
+        if credit_notes:
+            raise InvoiceHasCreditNotes(credit_notes)
         before = _snapshot(invoice)
         for payment in list(invoice.payments):
             account = "voucher" if payment.source == "voucher" else "cash"

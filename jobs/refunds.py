@@ -1,10 +1,10 @@
 """Refund jobs: send the pending Stripe refunds of one request (e.g. a credit note's card part).
 
-`register_refund_sender` wires app.billing.refunds' after-commit hook to this queue; a lost job or
+`jobs.hooks` wires app.billing.refunds' after-commit hook to `enqueue_refund_send`; a lost job or
 a killed worker leaves the parts pending, and `jobs.stripe_events.reconcile_stripe_events` re-sends
 them with the same idempotency keys."""
 
-from app.billing.refunds import register_refund_sender, send_pending_refunds
+from app.billing.refunds import send_pending_refunds
 from jobs.queue import enqueue
 from jobs.runtime import job_session
 
@@ -18,5 +18,3 @@ def send_refunds_job(request_key: str) -> dict:
 def enqueue_refund_send(request_key: str) -> bool:
     return enqueue(send_refunds_job, request_key)
 
-
-register_refund_sender(enqueue_refund_send)

@@ -4,7 +4,8 @@ settlement request (money may now pay open invoices). One unit of work; commits.
 from sqlalchemy.orm import Session
 
 from app.billing.audit import record_audit
-from app.billing.ledger import InsufficientFunds, post_entry
+from app.billing.ledger import MAX_BALANCE_CENTS, BalanceLimitExceeded, InsufficientFunds, post_entry
+from app.billing.money import format_money
 from app.billing.settlement_requests import request_settlement
 from app.models import LedgerEntry, User
 
@@ -36,6 +37,10 @@ def adjust_cash_balance(
             )
         except InsufficientFunds as exc:
             raise AdjustmentError("The cash balance cannot go below zero.") from exc
+        except BalanceLimitExceeded as exc:
+            raise AdjustmentError(
+                f"The cash balance cannot exceed {format_money(MAX_BALANCE_CENTS)}."
+            ) from exc
         if posted.created:
             session.refresh(user)
             record_audit(session, actor_id, "customer.adjust_cash", "user", customer_id, before,

@@ -13,8 +13,11 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from app.billing.money import MAX_CENTS
 from app.models import LedgerEntry, User
 from app.models.base import utcnow
+
+MAX_BALANCE_CENTS = MAX_CENTS
 
 BALANCE_COLUMN = {"cash": User.cash_balance_cents, "voucher": User.voucher_balance_cents}
 
@@ -26,7 +29,7 @@ def _move_statement(column):
     amount = bindparam("amount_cents")
     return (
         update(users)
-        .where(users.c.id == bindparam("customer_id"), col + amount >= 0)
+        .where(users.c.id == bindparam("customer_id"), col + amount >= 0, col + amount <= MAX_BALANCE_CENTS)
         .values({col: col + amount})
         .returning(col)
     )
@@ -55,6 +58,10 @@ _ENTRY_FIELDS = ("customer_id", "account", "amount_cents", "kind", "reference", 
 
 class InsufficientFunds(Exception):
     """The entry would take a balance below zero."""
+
+
+class BalanceLimitExceeded(Exception):
+    """The entry would take a balance above MAX_BALANCE_CENTS."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,8 @@ def post_entry(
         raise ValueError(f"unknown account {account!r}")
     if not isinstance(amount_cents, int) or isinstance(amount_cents, bool):
         raise TypeError("amount_cents must be an int")
+    if abs(amount_cents) > MAX_BALANCE_CENTS:
+        raise BalanceLimitExceeded(f"an entry of {amount_cents} is beyond the balance limit")
     column = BALANCE_COLUMN[account]
     moved = (
         session.connection()
@@ -97,8 +106,11 @@ def post_entry(
         existing = _entry_by_key(session, idempotency_key)
         if existing is not None:
             return Posted(existing, False)
-        if session.get(User, customer_id) is None:
+        user = session.get(User, customer_id)
+        if user is None:
             raise LookupError(f"no customer {customer_id}")
+        if amount_cents > 0:
+            raise BalanceLimitExceeded(f"{account} balance would exceed {MAX_BALANCE_CENTS}")
         raise InsufficientFunds(f"{account} balance would go below zero")
     entry = session.scalars(
         _insert_entry_statement(session.get_bind().dialect.name),

@@ -4,16 +4,19 @@ Amounts are integers in the currency's minor unit (`*_cents`); hourly prices are
 with up to 6 places. Rounding is half-even, once per line.
 """
 
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal
 
 from babel.numbers import format_currency, get_currency_precision
 from flask import current_app, has_app_context
+
+from app.models.base import MAX_CENTS  # noqa: F401  (the bound every amount stays within)
 
 SECONDS_PER_HOUR = Decimal(3600)
 
 
 class InvalidAmount(ValueError):
-    """A person typed something that is not an amount of money."""
+    """A person typed something that is not an acceptable amount of money (see app.billing.money_input);
+    `str(error)` is fit for that person."""
 
 
 def _currency() -> str:
@@ -43,21 +46,6 @@ def format_unit_price(price: Decimal | None, currency: str | None = None) -> str
         return ""
     currency = (currency or _currency()).upper()
     return format_currency(Decimal(price), currency, format="¤#,##0.00####", locale=_locale(), currency_digits=False)
-
-
-def parse_amount(text: str, currency: str | None = None) -> int:
-    """'25', '25.00', '1,250.50' → minor units. Refuses negatives, NaN and sub-cent precision."""
-    cleaned = (text or "").strip().replace(",", "").replace(" ", "")
-    try:
-        value = Decimal(cleaned)
-    except InvalidOperation:
-        raise InvalidAmount(f"{text!r} is not an amount") from None
-    if not value.is_finite() or value < 0:
-        raise InvalidAmount("Enter a positive amount")
-    scaled = value * minor_unit_factor(currency)
-    if scaled != scaled.to_integral_value():
-        raise InvalidAmount("Too many decimal places")
-    return int(scaled)
 
 
 def round_cents(amount_major_units: Decimal, currency: str | None = None) -> int:

@@ -7,18 +7,18 @@ deployments keep their price and new ones get the new one.
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.billing.audit import record_audit
+from app.billing.money import InvalidAmount
+from app.billing.money_input import parse_unit_price
 from app.billing.usage import price_at
 from app.models.base import utcnow
 from app.models.usage import PLAN_KINDS, Plan, PlanPrice, plan_name_for
-
-MAX_PRICE = Decimal("1000000")
 
 
 class PricingError(Exception):
@@ -37,19 +37,25 @@ class InvalidPlan(PricingError):
     pass
 
 
-def parse_hourly_price(text) -> Decimal:
-    """'0.0125' → Decimal('0.012500'): non-negative, at most 6 decimal places."""
+def parse_hourly_price(value) -> Decimal:
+    """An hourly price: text typed by an admin goes through the money-input door
+    (app.billing.money_input); a Decimal from code is checked against the same rules.
+    Zero or more, at most 6 decimal places, at most HOURLY_PRICE_MAX."""
+    if isinstance(value, Decimal):
+        try:
+            return parse_unit_price(_plain(value), locale="en_US")
+        except InvalidAmount as exc:
+            raise InvalidPrice(str(exc)) from None
     try:
-        value = Decimal(str(text).strip())
-    except (InvalidOperation, ValueError):
-        raise InvalidPrice(f"{text!r} is not a price.") from None
-    if not value.is_finite() or value < 0:
-        raise InvalidPrice("Enter a price of zero or more.")
-    if value != value.quantize(Decimal("0.000001")):
-        raise InvalidPrice("A price has at most 6 decimal places.")
-    if value >= MAX_PRICE:
-        raise InvalidPrice("That price is too large.")
-    return value.quantize(Decimal("0.000001"))
+        return parse_unit_price(value)
+    except InvalidAmount as exc:
+        raise InvalidPrice(str(exc)) from None
+
+
+def _plain(value: Decimal) -> str:
+    if not value.is_finite():
+        return "NaN"
+    return format(value, "f")
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,8 @@ from sqlalchemy.orm import Session
 from app.billing.audit import record_audit
 from app.billing.csv_cells import csv_text
 from app.billing.ledger import post_entry
+from app.billing.money import format_money
+from app.billing.money_input import MAX_CENTS, configured_max_cents
 from app.billing.settlement_requests import request_settlement
 from app.models.base import utcnow
 from app.models.voucher import Voucher, VoucherBatch, VoucherRedemption
@@ -148,6 +150,16 @@ def create_voucher_batch(
         raise InvalidVoucherBatch("The value must be greater than zero.")
     if not 1 <= max_redemptions <= MAX_REDEMPTIONS:
         raise InvalidVoucherBatch("Maximum redemptions must be at least 1.")
+    if value_cents > configured_max_cents("VOUCHER_VALUE_MAX_CENTS", 100_000):
+        raise InvalidVoucherBatch(
+            f"A voucher is worth at most {format_money(configured_max_cents('VOUCHER_VALUE_MAX_CENTS', 100_000))}."
+        )
+    batch_limit = configured_max_cents("VOUCHER_BATCH_MAX_CENTS", 10_000_000)
+    if count * value_cents * max_redemptions > batch_limit:
+        raise InvalidVoucherBatch(
+            f"This batch would be worth {format_money(min(count * value_cents * max_redemptions, MAX_CENTS))} "
+            f"(value × codes × redemptions); the limit is {format_money(batch_limit)}."
+        )
     if expires_at is not None and expires_at <= utcnow():
         raise InvalidVoucherBatch("The expiry must be in the future.")
     note = (note or "").strip() or None

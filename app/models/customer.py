@@ -4,7 +4,7 @@ from flask_login import UserMixin
 from sqlalchemy import BigInteger, Boolean, CheckConstraint, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, UTCDateTime, utcnow
+from app.models.base import MAX_CENTS, Base, UTCDateTime, utcnow
 
 
 class User(UserMixin, Base):
@@ -19,6 +19,8 @@ class User(UserMixin, Base):
     __table_args__ = (
         CheckConstraint("cash_balance_cents >= 0", name="cash_not_negative"),
         CheckConstraint("voucher_balance_cents >= 0", name="voucher_not_negative"),
+        CheckConstraint(f"cash_balance_cents <= {MAX_CENTS}", name="cash_max"),
+        CheckConstraint(f"voucher_balance_cents <= {MAX_CENTS}", name="voucher_max"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

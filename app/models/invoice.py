@@ -12,7 +12,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.models.base import Base, UTCDateTime, utcnow
+from app.models.base import MAX_CENTS, Base, UTCDateTime, utcnow
 
 INVOICE_STATES = ("draft", "open", "paid", "void", "uncollectible")
 PAYMENT_SOURCES = ("voucher", "cash", "card", "bank_transfer", "credit_note")
@@ -28,6 +28,7 @@ class Invoice(Base):
         UniqueConstraint("number_year", "number_seq"),
         CheckConstraint("state IN ('draft', 'open', 'paid', 'void', 'uncollectible')", name="state"),
         CheckConstraint("paid_cents >= 0 AND paid_cents <= total_cents", name="paid_range"),
+        CheckConstraint(f"total_cents <= {MAX_CENTS} AND subtotal_cents <= {MAX_CENTS}", name="total_max"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -3,7 +3,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, UTCDateTime, utcnow
+from app.models.base import MAX_CENTS, Base, UTCDateTime, utcnow
 
 ACCOUNTS = ("cash", "voucher")
 
@@ -16,7 +16,10 @@ class LedgerEntry(Base):
     """
 
     __tablename__ = "ledger_entries"
-    __table_args__ = (CheckConstraint("account IN ('cash', 'voucher')", name="account"),)
+    __table_args__ = (
+        CheckConstraint("account IN ('cash', 'voucher')", name="account"),
+        CheckConstraint(f"amount_cents BETWEEN -{MAX_CENTS} AND {MAX_CENTS}", name="amount_range"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)

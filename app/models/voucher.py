@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.models.base import Base, UTCDateTime, utcnow
+from app.models.base import MAX_CENTS, Base, UTCDateTime, utcnow
 
 
 class VoucherBatch(Base):
@@ -25,6 +25,7 @@ class VoucherBatch(Base):
     __table_args__ = (
         CheckConstraint("count > 0", name="count_positive"),
         CheckConstraint("value_cents > 0", name="value_positive"),
+        CheckConstraint(f"value_cents <= {MAX_CENTS}", name="value_max"),
         CheckConstraint("max_redemptions > 0", name="max_redemptions_positive"),
     )
 
@@ -43,6 +44,7 @@ class Voucher(Base):
     __tablename__ = "vouchers"
     __table_args__ = (
         CheckConstraint("value_cents > 0", name="value_positive"),
+        CheckConstraint(f"value_cents <= {MAX_CENTS}", name="value_max"),
         CheckConstraint("max_redemptions > 0", name="max_redemptions_positive"),
         CheckConstraint("redemptions_count >= 0 AND redemptions_count <= max_redemptions", name="count_range"),
     )

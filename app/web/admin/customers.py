@@ -11,7 +11,8 @@ from wtforms import HiddenField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length
 
 from app.billing.adjustments import AdjustmentError, adjust_cash_balance
-from app.billing.money import InvalidAmount, format_money, parse_amount
+from app.billing.money import InvalidAmount, format_money
+from app.billing.money_input import configured_max_cents, parse_money_cents
 from app.extensions import db
 from app.models import Card, Invoice, LedgerEntry, User
 from app.web.admin import bp
@@ -84,14 +85,13 @@ def adjust_balance(customer_id: int):
     form = AdjustmentForm()
     if not form.validate_on_submit():
         return _render_detail(customer, form, 400)
-    text = (form.amount.data or "").strip()
-    sign = -1 if text.startswith("-") else 1
     try:
-        amount = sign * parse_amount(text.lstrip("-+"))
+        amount = parse_money_cents(form.amount.data, min_cents=1, allow_negative=True,
+                                   max_cents=configured_max_cents("ADJUSTMENT_MAX_CENTS", 10_000_000))
         adjust_cash_balance(db.session, actor_id=current_user.id, customer_id=customer.id, amount_cents=amount,
                             reason=form.reason.data, request_key=form.request_key.data or secrets.token_urlsafe(16))
-    except InvalidAmount:
-        form.amount.errors.append("Enter an amount like 25.00 or -10.00.")
+    except InvalidAmount as exc:
+        form.amount.errors.append(str(exc))
         return _render_detail(customer, form, 400)
     except AdjustmentError as exc:
         form.amount.errors.append(str(exc))

@@ -11,7 +11,8 @@ from wtforms import StringField, TextAreaField
 from wtforms.validators import Length, Optional
 
 from app.billing.invoices import InvoiceError, record_bank_transfer, void_invoice
-from app.billing.money import InvalidAmount, format_money, minor_unit_factor, parse_amount, to_decimal
+from app.billing.money import InvalidAmount, format_money, minor_unit_factor, to_decimal
+from app.billing.money_input import MAX_CENTS, parse_money_cents
 from app.extensions import db
 from app.models import ChargeAttempt, Invoice, User
 from app.models.invoice import INVOICE_STATES
@@ -151,11 +152,13 @@ def mark_paid(invoice_id: int):
     if not form.validate_on_submit():
         return _render_detail(invoice, transfer_form=form, status=400)
     try:
-        amount = parse_amount(form.amount.data) if (form.amount.data or "").strip() else None
+        amount = None
+        if (form.amount.data or "").strip():
+            amount = parse_money_cents(form.amount.data, min_cents=1, max_cents=MAX_CENTS)
         payment = record_bank_transfer(db.session, invoice.id, actor_id=current_user.id, amount_cents=amount,
                                        reference=form.reference.data or None)
-    except InvalidAmount:
-        form.amount.errors.append("Enter an amount like 25.00.")
+    except InvalidAmount as exc:
+        form.amount.errors.append(str(exc))
         return _render_detail(invoice, transfer_form=form, status=400)
     except InvoiceError as exc:
         form.amount.errors.append(str(exc))

@@ -10,7 +10,8 @@ from wtforms import HiddenField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length
 
 from app.billing import refunds as refund_service
-from app.billing.money import InvalidAmount, format_money, parse_amount
+from app.billing.money import InvalidAmount, format_money
+from app.billing.money_input import MAX_CENTS, parse_money_cents
 from app.extensions import db
 from app.models import User
 from app.web.admin import bp
@@ -76,7 +77,7 @@ def refund_cash(customer_id: int):
     if not form.validate_on_submit():
         return _render(customer, form, 400)
     try:
-        amount_cents = parse_amount(form.amount.data)
+        amount_cents = parse_money_cents(form.amount.data, min_cents=1, max_cents=MAX_CENTS)
         outcome = refund_service.refund_cash_balance(
             db.session,
             actor_id=current_user.id,
@@ -85,8 +86,8 @@ def refund_cash(customer_id: int):
             reason=form.reason.data,
             request_key=form.request_key.data or secrets.token_urlsafe(16),
         )
-    except InvalidAmount:
-        form.amount.errors.append("Enter an amount like 25.00.")
+    except InvalidAmount as exc:
+        form.amount.errors.append(str(exc))
         return _render(customer, form, 400)
     except refund_service.RefundError as exc:
         form.amount.errors.append(str(exc))

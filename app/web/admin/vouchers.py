@@ -15,7 +15,8 @@ from wtforms import DateField, HiddenField, IntegerField, StringField
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
 from app.billing import vouchers as voucher_service
-from app.billing.money import InvalidAmount, parse_amount
+from app.billing.money import InvalidAmount
+from app.billing.money_input import configured_max_cents, parse_money_cents
 from app.extensions import db
 from app.web.admin import bp
 from app.web.helpers import admin_required, is_htmx, render_flashes_oob
@@ -65,9 +66,10 @@ def create_vouchers():
     if not form.validate_on_submit():
         return _render_index(form, 400)
     try:
-        value_cents = parse_amount(form.value.data)
-    except InvalidAmount:
-        form.value.errors.append("Enter an amount like 25.00.")
+        value_cents = parse_money_cents(form.value.data, min_cents=1,
+                                        max_cents=configured_max_cents("VOUCHER_VALUE_MAX_CENTS", 100_000))
+    except InvalidAmount as exc:
+        form.value.errors.append(str(exc))
         return _render_index(form, 400)
     expires_at = None
     if form.valid_until.data:

@@ -8,7 +8,8 @@ from wtforms.validators import DataRequired
 
 from app.billing import topups
 from app.billing.accounts_view import dashboard_figures
-from app.billing.money import InvalidAmount, parse_amount
+from app.billing.money import InvalidAmount
+from app.billing.money_input import MAX_CENTS, parse_money_cents
 from app.extensions import db
 from app.payments.gateway import PaymentError
 from app.web.customer import bp
@@ -46,10 +47,11 @@ def start_topup():
     if not form.validate_on_submit():
         return _render(form, 400)
     try:
-        amount_cents = parse_amount(form.amount.data)
+        # the TOPUP_MIN/MAX_CENTS bounds are the service's (with their own messages)
+        amount_cents = parse_money_cents(form.amount.data, max_cents=MAX_CENTS)
         url = topups.start_topup(db.session, current_user.id, amount_cents, **checkout_urls("topup"))
-    except InvalidAmount:
-        form.amount.errors.append("Enter an amount like 25.00.")
+    except InvalidAmount as exc:
+        form.amount.errors.append(str(exc))
         return _render(form, 400)
     except topups.TopupAmountOutOfRange as exc:
         form.amount.errors.append(str(exc))

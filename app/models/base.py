@@ -39,7 +39,7 @@ class UTCDateTime(TypeDecorator):
 
 # The largest amount, balance or sum anywhere in Paydesk, in minor units: 2^53 - 1. Sums of two stay
 # within 64 bits and every figure is an exact number for any JSON client. CHECK constraints on the
-# money columns enforce it (migration 0007); app.billing.money re-exports it for the services.
+# money columns enforce it (migration 0008_money_bounds); app.billing.money re-exports it for the services.
 MAX_CENTS = 2**53 - 1
 
 

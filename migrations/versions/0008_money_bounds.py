@@ -4,14 +4,14 @@ The application refuses anything larger (app.billing.money.MAX_CENTS, the money-
 ledger's guarded balance move); these CHECK constraints make the database refuse it too, so that no
 sum can leave 64 bits and no balance can become a float (SQLite turns an overflowing integer into REAL).
 
-Revision ID: 0007_money_bounds
-Revises: 0006
+Revision ID: 0008_money_bounds
+Revises: 0007_credit_notes
 """
 
 from alembic import op
 
-revision = "0007_money_bounds"
-down_revision = "0006"
+revision = "0008_money_bounds"
+down_revision = "0007_credit_notes"
 branch_labels = None
 depends_on = None
 

@@ -30,6 +30,7 @@ def warm_up() -> None:
     import jobs.refunds  # noqa: F401
     import jobs.settlement  # noqa: F401
     import jobs.stripe_events  # noqa: F401
+    import jobs.topups  # noqa: F401
 
     worker_app()
 

@@ -28,6 +28,7 @@ class Periodic:
 
 PERIODIC = [
     Periodic("settlement-sweep", "jobs.settlement.sweep_settlement_requests", interval=60),
+    Periodic("card-topups-redrive", "jobs.topups.redrive_card_topups", interval=60),
     Periodic("stripe-events-reconcile", "jobs.stripe_events.reconcile_stripe_events", interval=300),
     Periodic("monthly-invoices", "jobs.invoicing.issue_monthly_invoices", cron="5 0 1 * *"),
     Periodic("dunning", "jobs.dunning.run_dunning", interval=3600),

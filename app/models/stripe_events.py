@@ -94,3 +94,37 @@ class CashRefund(Base):
     stripe_refund_id: Mapped[str | None] = mapped_column(String(120))
     error_message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CardTopup(Base):
+    """A top-up charged off-session to a saved card, recorded *before* Stripe is called.
+
+    `idempotency_key` is derived from the customer and the form's one-time request token, so a
+    double submit or a retry repeats the same Stripe request instead of charging again.
+    status: pending (recorded, Stripe not yet answered) → succeeded | declined | requires_action
+    (3-D Secure: the customer is sent to Checkout instead) | failed, or unknown (timeout/5xx: the
+    re-drive job asks again with the same key, never charges anew). The balance is credited by
+    `credit_topup` (once per payment intent), like a Checkout top-up.
+    """
+
+    __tablename__ = "card_topups"
+    __table_args__ = (
+        CheckConstraint("amount_cents > 0", name="positive"),
+        CheckConstraint(
+            "status IN ('pending', 'succeeded', 'declined', 'requires_action', 'failed', 'unknown')",
+            name="status",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    card_id: Mapped[int] = mapped_column(ForeignKey("cards.id"))
+    amount_cents: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    status: Mapped[str] = mapped_column(String(20), default="pending", index=True)
+    payment_intent_id: Mapped[str | None] = mapped_column(String(120), index=True)
+    error_code: Mapped[str | None] = mapped_column(String(80))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

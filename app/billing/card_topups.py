@@ -26,11 +26,11 @@ from sqlalchemy.orm import Session
 
 from app.billing import topups
 from app.billing.cards import usable_cards
+from app.billing.stripe_customers import ensure_stripe_customer
 from app.models import Card
 from app.models.base import utcnow
 from app.models.stripe_events import CardTopup
 from app.payments import gateway
-from app.payments.customers import ensure_stripe_customer
 
 log = logging.getLogger(__name__)
 UNRESOLVED = ("pending", "unknown")

@@ -1,7 +1,7 @@
 """card_topups: top-ups charged off-session to a saved card (attempt recorded before Stripe is called)
 
-Revision ID: 0008_card_topups
-Revises: 0007_credit_notes
+Revision ID: 0009_card_topups
+Revises: 0008_money_bounds
 """
 
 import sqlalchemy as sa
@@ -9,8 +9,8 @@ from alembic import op
 
 import app.models.base
 
-revision = "0008_card_topups"
-down_revision = "0007_credit_notes"
+revision = "0009_card_topups"
+down_revision = "0008_money_bounds"
 branch_labels = None
 depends_on = None
 

@@ -6,6 +6,7 @@ from flask import current_app, render_template
 from xhtml2pdf import pisa
 
 from app.models import Invoice
+from app.models.credit_note import CreditNote
 
 
 class PdfRenderError(Exception):
@@ -24,4 +25,21 @@ def render_invoice_pdf(invoice: Invoice) -> bytes:
     result = pisa.CreatePDF(html, dest=out, encoding="utf-8")
     if result.err:
         raise PdfRenderError(f"could not render invoice {invoice.id}")
+    return out.getvalue()
+
+
+def render_credit_note_pdf(credit_note: CreditNote, invoice: Invoice) -> bytes:
+    """The credit note as PDF bytes, in the invoice's look: seller and buyer (as frozen on the
+    invoice), the invoice it corrects, reason, lines, tax, total and where the credit went."""
+    html = render_template(
+        "pdf/credit_note.html",
+        note=credit_note,
+        invoice=invoice,
+        seller_name=current_app.config.get("SELLER_NAME"),
+        seller_address=current_app.config.get("SELLER_ADDRESS"),
+    )
+    out = io.BytesIO()
+    result = pisa.CreatePDF(html, dest=out, encoding="utf-8")
+    if result.err:
+        raise PdfRenderError(f"could not render credit note {credit_note.id}")
     return out.getvalue()

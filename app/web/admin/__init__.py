@@ -5,6 +5,7 @@ from flask import Blueprint
 bp = Blueprint("admin", __name__)
 
 from app.web.admin import (  # noqa: E402,F401  (modules attach their routes to bp)
+    credit_notes,
     customers,
     dunning,
     home,

@@ -66,9 +66,13 @@ def invoices():
     total = db.session.scalar(select(func.count()).select_from(query.subquery()))
     rows = list(db.session.scalars(query.offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE)))
     emails = dict(db.session.execute(select(User.id, User.email).where(User.id.in_({i.customer_id for i in rows}))).all())
+    from app.web.admin.credit_notes import credit_notes_for_list
+
+    credit_notes, credit_note_total = credit_notes_for_list(request.args)
     return render_page_or_block(
         "admin/invoices.html", "invoice_table", invoices=rows, emails=emails, states=INVOICE_STATES,
         args=request.args, page=page, pages=max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1), total=total,
+        credit_notes=credit_notes, credit_note_total=credit_note_total,
     )
 
 
@@ -102,14 +106,18 @@ def _invoice_or_404(invoice_id: int) -> Invoice:
     return invoice
 
 
-def _render_detail(invoice: Invoice, void_form=None, transfer_form=None, status: int = 200):
+def _render_detail(invoice: Invoice, void_form=None, transfer_form=None, status: int = 200, credit=None):
+    from app.web.admin.credit_notes import credit_note_panel
+
     attempts = list(db.session.scalars(
         select(ChargeAttempt).where(ChargeAttempt.invoice_id == invoice.id).order_by(ChargeAttempt.id)
     ))
+    if credit is None:
+        credit = credit_note_panel(invoice, values=request.args.to_dict() if request.method == "GET" else None)
     body = render_page_or_block(
         "admin/invoice_detail.html", "invoice_actions", invoice=invoice, attempts=attempts,
         customer=db.session.get(User, invoice.customer_id),
-        void_form=void_form or VoidForm(), transfer_form=transfer_form or BankTransferForm(),
+        void_form=void_form or VoidForm(), transfer_form=transfer_form or BankTransferForm(), **credit,
     )
     return body, status
 

@@ -4,11 +4,13 @@ from flask import Response, flash, redirect, request, url_for
 from flask_login import current_user
 from sqlalchemy import func, select
 
+from app.billing.credit_notes import credit_notes_of_invoice
 from app.billing.settlement_requests import request_settlement
 from app.extensions import db
 from app.models import Invoice, SettlementRequest
+from app.models.credit_note import CreditNote
 from app.models.invoice import INVOICE_STATES
-from app.pdf import render_invoice_pdf
+from app.pdf import render_credit_note_pdf, render_invoice_pdf
 from app.web.customer import bp
 from app.web.helpers import customer_required, is_htmx, owned_or_404, render_page_or_block
 
@@ -76,6 +78,7 @@ def invoice_detail(invoice_id: int):
     return render_page_or_block(
         "customer/invoice_detail.html", "invoice_status", invoice=invoice,
         settling=_settlement_waiting(current_user.id), polls=0,
+        credit_notes=credit_notes_of_invoice(db.session, invoice.id),
     )
 
 
@@ -120,4 +123,15 @@ def invoice_pdf(invoice_id: int):
         render_invoice_pdf(invoice),
         mimetype="application/pdf",
         headers={"Content-Disposition": f'attachment; filename="invoice-{invoice.number}.pdf"'},
+    )
+
+
+@bp.get("/credit-notes/<int:credit_note_id>/pdf")
+@customer_required
+def credit_note_pdf(credit_note_id: int):
+    note = owned_or_404(db.session, CreditNote, credit_note_id, current_user.id)
+    return Response(
+        render_credit_note_pdf(note, db.session.get(Invoice, note.invoice_id)),
+        mimetype="application/pdf",
+        headers={"Content-Disposition": f'attachment; filename="credit-note-{note.number}.pdf"'},
     )

@@ -55,11 +55,11 @@ def register_cli(app: Flask) -> None:
     def recompute_usage_command(period: str):
         """Rebuild a period's usage from the deployment events and report differences against
         issued invoices. Read-only: invoices are never changed."""
-        from app.billing.monthly import recompute_usage
+        from app.billing.monthly import InvoicingError, recompute_usage
 
         try:
             checked, differences = recompute_usage(db.session, period)
-        except ValueError as exc:
+        except (ValueError, InvoicingError) as exc:
             raise click.ClickException(str(exc)) from None
         for d in differences:
             click.echo(

@@ -131,9 +131,12 @@ def _tax_rate(country: str | None) -> Decimal:
 
 
 def _unbilled_usage_cents(session: Session, customer_id: int, now: datetime) -> int:
-    from app.billing.usage import unbilled_usage
+    """Usage up to now not invoiced yet, less time after now that is already invoiced (negative when
+    an old invoice billed ahead: that time is paid for, so it adds to what is available)."""
+    from app.billing.usage import invoiced_ahead_cents, unbilled_usage
 
-    return sum(line.amount_cents for line in unbilled_usage(session, customer_id, now))
+    unbilled = sum(line.amount_cents for line in unbilled_usage(session, customer_id, now))
+    return unbilled - invoiced_ahead_cents(session, customer_id, now)
 
 
 def _month_end(moment: datetime) -> datetime:

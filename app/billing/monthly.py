@@ -1,13 +1,21 @@
 """Monthly usage invoicing (SPEC §7).
 
-For a period (a calendar month UTC) every customer with billable usage gets one invoice: one line
+For a period (a calendar month UTC) every customer with billable usage gets an invoice: one line
 per deployment = its unbilled running seconds up to the end of the period × its snapshot hourly
 price, rounded half-even per line; tax on the subtotal; issued (gapless number) and settlement
 requested.
 
+An invoice only ever bills time that has passed: a period that has not started is refused
+(`PeriodNotStarted`), and an invoice for the current period bills up to now ("month to date":
+`period_end` = the second it was issued). The rest of that period is billed later, once, by the
+next invoice for the same period (the monthly job on the 1st, or the admin again): its
+`period_start` is where the previous one ended.
+
 Guarantees, on both paths:
-- one invoice per customer and period (unique (customer_id, billing_period); customers that
-  already have one are skipped), so re-running the job creates nothing;
+- at most one invoice per customer and period that reaches the end of the period, plus any
+  month-to-date invoices before it (unique (billing_period, customer_id, period_end); customers
+  whose invoices already reach the end of what can be billed are skipped), so re-running the job
+  creates nothing;
 - usage already invoiced is never billed again: each line writes a `usage_charges` row, and a
   deployment's billable seconds are its running seconds minus the seconds it was already charged.
   A late event for a closed period therefore lands on the next invoice;
@@ -31,7 +39,7 @@ from sqlalchemy.orm import Session
 
 from app.billing.audit import record_audit
 from app.billing.money import minor_unit_factor
-from app.billing.usage import period_bounds, previous_period, running_seconds, unbilled_usage
+from app.billing.usage import period_bounds, period_of, previous_period, running_seconds, unbilled_usage
 from app.models import Invoice, User
 from app.models.base import utcnow
 from app.models.usage import Deployment, DeploymentEvent, UsageCharge
@@ -51,6 +59,30 @@ class InvoiceAlreadyIssued(InvoicingError):
 
 class NothingToInvoice(InvoicingError):
     pass
+
+
+class PeriodNotStarted(InvoicingError):
+    pass
+
+
+def billable_until(period: str, now: datetime | None = None) -> tuple[datetime, datetime, datetime]:
+    """(start, end, until) of `period`, where `until` = min(end, now) is how far an invoice issued now
+    may bill (whole seconds). Raises PeriodNotStarted for a period that has not started yet."""
+    start, end = period_bounds(period)
+    now = (now or utcnow()).astimezone(UTC).replace(microsecond=0)
+    if now <= start:
+        raise PeriodNotStarted(
+            f"{period} has not started yet: an invoice only bills time that has passed "
+            f"(the current period is {period_of(now)})."
+        )
+    return start, end, min(end, now)
+
+
+def is_month_to_date(invoice: Invoice) -> bool:
+    """True for a usage invoice that stops before the end of its period (issued during it)."""
+    if not invoice.billing_period or invoice.period_end is None:
+        return False
+    return invoice.period_end < period_bounds(invoice.billing_period)[1]
 
 
 @dataclass
@@ -97,21 +129,29 @@ def _lock_invoicing(session: Session) -> None:
 
 # ------------------------------------------------------------ one customer ---
 def issue_customer_invoice(
-    session: Session, customer_id: int, period: str, *, actor_id: int | None = None
+    session: Session, customer_id: int, period: str, *, actor_id: int | None = None, now: datetime | None = None
 ) -> Invoice:
-    """Issue one customer's usage invoice for `period` and commit. Raises InvoiceAlreadyIssued when
-    the customer already has one for the period, NothingToInvoice when there is nothing billable."""
+    """Issue one customer's usage invoice for `period` and commit: the unbilled usage up to the end of
+    the period, or up to now for the current period (month to date). Raises PeriodNotStarted for a
+    future period, InvoiceAlreadyIssued when the customer's invoices for the period already reach
+    its end, NothingToInvoice when there is nothing billable."""
     from app.billing.invoices import LineSpec, create_invoice, issue_invoice
 
-    start, end = period_bounds(period)
+    now = now or utcnow()
+    start, end, until = billable_until(period, now)
     _lock_invoicing(session)
     try:
-        existing = session.scalar(
-            select(Invoice).where(Invoice.customer_id == customer_id, Invoice.billing_period == period)
-        )
-        if existing is not None:
-            raise InvoiceAlreadyIssued(f"This customer already has an invoice for {period} ({existing.number}).")
-        usage = unbilled_usage(session, customer_id, end)
+        issued = session.execute(
+            select(Invoice.number, Invoice.period_end)
+            .where(Invoice.customer_id == customer_id, Invoice.billing_period == period)
+        ).all()
+        covered_until = max((row.period_end or end for row in issued), default=None)
+        if covered_until is not None and covered_until >= end:
+            numbers = ", ".join(sorted(row.number or "draft" for row in issued))
+            raise InvoiceAlreadyIssued(f"This customer already has an invoice for {period} ({numbers}).")
+        if covered_until is not None and covered_until >= until:
+            raise NothingToInvoice(f"{period} is already invoiced up to now; the rest is billed later.")
+        usage = unbilled_usage(session, customer_id, until)
         if sum(line.amount_cents for line in usage) <= 0:
             raise NothingToInvoice(f"Nothing to invoice for {period}.")
         buyer = session.get(User, customer_id)
@@ -131,11 +171,11 @@ def issue_customer_invoice(
             customer_id,
             specs,
             billing_period=period,
-            period_start=start,
-            period_end=end,
+            period_start=covered_until or start,
+            period_end=until,
             tax_rate=tax_rate_for(buyer.country),
         )
-        invoice = issue_invoice(session, invoice.id)
+        invoice = issue_invoice(session, invoice.id, now=now)
         for line in invoice.lines:
             session.add(
                 UsageCharge(
@@ -151,7 +191,8 @@ def issue_customer_invoice(
             record_audit(
                 session, actor_id, "invoice.issue_usage", "invoice", invoice.id, None,
                 {"customer_id": customer_id, "period": period, "number": invoice.number,
-                 "total_cents": invoice.total_cents},
+                 "total_cents": invoice.total_cents, "period_start": invoice.period_start.isoformat(),
+                 "period_end": invoice.period_end.isoformat()},
             )
         session.commit()
         return invoice
@@ -165,16 +206,17 @@ def issue_customer_invoice(
 # usage per deployment → totals and tax per customer → invoices (numbers last_seq+1 … last_seq+n in
 # customer order) → their lines → one usage_charges row per line → settlement outbox rows.
 # Every row still passes all constraints and foreign keys (checked at the end of the statement);
-# invoices already issued for the period are skipped (NOT EXISTS, under the advisory lock).
+# customers whose invoices for the period already reach :until are skipped (NOT EXISTS, under the advisory
+# lock); after a month-to-date invoice, the new one starts where that one ended.
 _BULK_SQL = """
 WITH ev AS (
     SELECT e.deployment_id, e.kind, e.occurred_at,
            LEAD(e.occurred_at) OVER (PARTITION BY e.deployment_id ORDER BY e.occurred_at, e.id) AS next_at
     FROM deployment_events e
-    WHERE e.occurred_at < :period_end
+    WHERE e.occurred_at < :until
 ), run AS (
     SELECT deployment_id,
-           SUM(EXTRACT(EPOCH FROM (LEAST(COALESCE(next_at, :period_end), :period_end) - occurred_at)))::bigint
+           SUM(EXTRACT(EPOCH FROM (LEAST(COALESCE(next_at, :until), :until) - occurred_at)))::bigint
                AS seconds
     FROM ev WHERE kind IN ('succeeded', 'resumed')
     GROUP BY deployment_id
@@ -187,7 +229,8 @@ WITH ev AS (
     JOIN deployments d ON d.id = run.deployment_id
     LEFT JOIN billed ON billed.deployment_id = run.deployment_id
     WHERE run.seconds - COALESCE(billed.seconds, 0) > 0
-      AND NOT EXISTS (SELECT 1 FROM invoices i WHERE i.customer_id = d.customer_id AND i.billing_period = :period)
+      AND NOT EXISTS (SELECT 1 FROM invoices i WHERE i.customer_id = d.customer_id AND i.billing_period = :period
+                      AND (i.period_end IS NULL OR i.period_end >= :until))
 ), priced AS (
     SELECT todo.*, (todo.hourly_price * 1000000) * todo.seconds * :factor AS n FROM todo
 ), divided AS (
@@ -202,9 +245,11 @@ WITH ev AS (
     GROUP BY customer_id HAVING SUM(amount_cents) > 0
 ), rated AS (
     SELECT s.customer_id, s.subtotal, COALESCE(r.rate, CAST(:default_rate AS numeric)) AS rate,
-           row_number() OVER (ORDER BY s.customer_id) AS rn,
+           row_number() OVER (ORDER BY s.customer_id) AS rn, COALESCE(c.covered_until, :period_start) AS starts,
            u.name, u.company, u.address, u.country, u.vat_id, u.email
     FROM sums s JOIN users u ON u.id = s.customer_id
+    LEFT JOIN (SELECT customer_id, MAX(period_end) AS covered_until FROM invoices WHERE billing_period = :period
+               GROUP BY customer_id) c ON c.customer_id = s.customer_id
     LEFT JOIN (SELECT * FROM unnest(CAST(:countries AS text[]), CAST(:rates AS numeric[])) AS x(country, rate)) r
            ON r.country = upper(u.country)
 ), taxed AS (
@@ -215,7 +260,7 @@ WITH ev AS (
                           buyer_name, buyer_company, buyer_address, buyer_country, buyer_vat_id, buyer_email,
                           created_at, issued_at)
     SELECT t.customer_id, 'open', CAST(:year AS text) || '-' || lpad(CAST(:last_seq + t.rn AS text), 6, '0'),
-           :year, :last_seq + t.rn, :period, :period_start, :period_end, :currency, t.subtotal, t.rate, t.tax,
+           :year, :last_seq + t.rn, :period, t.starts, :until, :currency, t.subtotal, t.rate, t.tax,
            t.subtotal + t.tax, 0, t.name, t.company, t.address, t.country, t.vat_id, t.email, :now, :now
     FROM (SELECT taxed.*,
                  (q + CASE WHEN 2 * r > 10000 THEN 1 WHEN 2 * r = 10000 THEN mod(q, 2) ELSE 0 END)::bigint AS tax
@@ -256,7 +301,7 @@ def issue_monthly_invoices_bulk(session: Session, period: str, *, now: datetime 
     from app.billing import settlement_requests
 
     now = now or utcnow()
-    start, end = period_bounds(period)
+    start, _, until = billable_until(period, now)
     rates = country_vat_rates()
     year = now.astimezone(UTC).year
     report = MonthlyReport(period)
@@ -273,7 +318,7 @@ def issue_monthly_invoices_bulk(session: Session, period: str, *, now: datetime 
         ).scalar_one()
         row = session.execute(
             text(_BULK_SQL),
-            {"period_end": end, "period": period, "factor": minor_unit_factor(),
+            {"until": until, "period": period, "factor": minor_unit_factor(),
              "default_rate": default_vat_rate(), "countries": list(rates), "rates": list(rates.values()),
              "year": year, "last_seq": last_seq, "period_start": start, "currency": _config("CURRENCY", "usd"),
              "now": now, "small_batch": SMALL_SETTLEMENT_BATCH},
@@ -299,20 +344,21 @@ def issue_monthly_invoices_bulk(session: Session, period: str, *, now: datetime 
 def issue_monthly_invoices(session: Session, period: str | None = None, *, now: datetime | None = None) -> MonthlyReport:
     """The monthly job: the previous calendar month UTC unless `period` is given. Idempotent."""
     period = period or previous_period(now)
-    period_bounds(period)
+    billable_until(period, now)
     if session.get_bind().dialect.name == "postgresql":
         return issue_monthly_invoices_bulk(session, period, now=now)
-    return issue_monthly_invoices_per_customer(session, period)
+    return issue_monthly_invoices_per_customer(session, period, now=now)
 
 
-def issue_monthly_invoices_per_customer(session: Session, period: str) -> MonthlyReport:
+def issue_monthly_invoices_per_customer(session: Session, period: str, *, now: datetime | None = None) -> MonthlyReport:
     """Portable path (SQLite, tests): one customer at a time through create_invoice/issue_invoice."""
-    _, end = period_bounds(period)
+    now = now or utcnow()
+    billable_until(period, now)
     report = MonthlyReport(period)
     customer_ids = list(session.scalars(select(Deployment.customer_id).distinct().order_by(Deployment.customer_id)))
     for customer_id in customer_ids:
         try:
-            invoice = issue_customer_invoice(session, customer_id, period)
+            invoice = issue_customer_invoice(session, customer_id, period, now=now)
         except (InvoiceAlreadyIssued, NothingToInvoice):
             continue
         report.invoices += 1
@@ -333,13 +379,13 @@ class UsageDifference:
     recomputed_cents: int
 
 
-def recompute_usage(session: Session, period: str) -> tuple[int, list[UsageDifference]]:
-    """Rebuild each deployment's running seconds inside `period` from its events and compare them
-    with what invoices for that period charged. Read-only: issued invoices are never changed.
-    Returns (deployments checked, differences)."""
+def recompute_usage(session: Session, period: str, *, now: datetime | None = None) -> tuple[int, list[UsageDifference]]:
+    """Rebuild each deployment's running seconds inside `period` (up to now for the current period)
+    from its events and compare them with what invoices for that period charged. Read-only: issued
+    invoices are never changed. Returns (deployments checked, differences)."""
     from app.billing.money import usage_amount_cents
 
-    start, end = period_bounds(period)
+    start, _, end = billable_until(period, now)
     charged = {
         row.deployment_id: row
         for row in session.execute(

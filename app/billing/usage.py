@@ -174,16 +174,43 @@ def _active_deployments(session: Session, customer_id: int) -> list[Deployment]:
     )
 
 
-def cost_until_period_end_cents(hourly_price: Decimal, now: datetime) -> int:
-    seconds = int((month_end(now) - now).total_seconds())
+def cost_until_period_end_cents(hourly_price: Decimal, now: datetime, already_invoiced_seconds: int = 0) -> int:
+    seconds = int((month_end(now) - now).total_seconds()) - already_invoiced_seconds
     return usage_amount_cents(hourly_price, max(0, seconds))
+
+
+def invoiced_ahead_seconds(session: Session, deployments, now: datetime) -> dict[int, int]:
+    """Per deployment: seconds already on invoices beyond its running time up to `now`, i.e. time
+    after `now` that is already invoiced. Invoices bill only time that has passed, so this is 0 except
+    for invoices issued before that rule (they billed the current month to its end)."""
+    billed = billed_seconds(session, [d.id for d in deployments])
+    if not billed:
+        return {}
+    events = events_by_deployment(session, list(billed))
+    ahead = {}
+    for deployment_id, seconds in billed.items():
+        surplus = seconds - running_seconds(events.get(deployment_id, []), None, now)
+        if surplus > 0:
+            ahead[deployment_id] = surplus
+    return ahead
+
+
+def invoiced_ahead_cents(session: Session, customer_id: int, now: datetime | None = None) -> int:
+    """What the customer's deployments' time after `now` that is already invoiced cost (see above)."""
+    now = now or utcnow()
+    deployments = list(session.scalars(select(Deployment).where(Deployment.customer_id == customer_id)))
+    ahead = invoiced_ahead_seconds(session, deployments, now)
+    return sum(usage_amount_cents(d.hourly_price, ahead[d.id]) for d in deployments if d.id in ahead)
 
 
 def active_deployments_cost_until_period_end(session: Session, customer_id: int, now: datetime | None = None) -> int:
     """Cents the customer's active deployments (in progress or running; suspended ones cost nothing)
-    will cost from `now` to the end of the current calendar month UTC, rounded per deployment."""
+    will cost from `now` to the end of the current calendar month UTC, rounded per deployment; time
+    already invoiced is not counted again."""
     now = now or utcnow()
-    return sum(cost_until_period_end_cents(d.hourly_price, now) for d in _active_deployments(session, customer_id))
+    deployments = _active_deployments(session, customer_id)
+    ahead = invoiced_ahead_seconds(session, deployments, now)
+    return sum(cost_until_period_end_cents(d.hourly_price, now, ahead.get(d.id, 0)) for d in deployments)
 
 
 def hourly_cost_cents_of_active_deployments(session: Session, customer_id: int) -> Decimal:

@@ -24,7 +24,9 @@ class Invoice(Base):
 
     __tablename__ = "invoices"
     __table_args__ = (
-        UniqueConstraint("customer_id", "billing_period"),
+        # one invoice per customer, period and end: a month-to-date invoice ends "now", the one for the
+        # rest of the month at the period's end (app.billing.monthly)
+        UniqueConstraint("billing_period", "customer_id", "period_end"),
         UniqueConstraint("number_year", "number_seq"),
         CheckConstraint("state IN ('draft', 'open', 'paid', 'void', 'uncollectible')", name="state"),
         CheckConstraint("paid_cents >= 0 AND paid_cents <= total_cents", name="paid_range"),
@@ -37,7 +39,8 @@ class Invoice(Base):
     number: Mapped[str | None] = mapped_column(String(20), unique=True)
     number_year: Mapped[int | None] = mapped_column(Integer)
     number_seq: Mapped[int | None] = mapped_column(Integer)
-    # "2026-10" for the monthly usage invoice of October 2026; NULL for hand-made invoices.
+    # "2026-10" for a usage invoice of October 2026; NULL for hand-made invoices. [period_start, period_end)
+    # is the time it bills: the whole month, or up to the moment it was issued during the month.
     billing_period: Mapped[str | None] = mapped_column(String(7))
     period_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
     period_end: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,12 +1,14 @@
 """Monthly usage invoicing (SPEC §7) — worked examples with exact amounts, on both paths."""
 
 import threading
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from sqlalchemy import func, select
 
 from app.billing import monthly
+from app.billing.usage import period_bounds
 from app.models import Invoice, InvoiceLine, InvoiceNumberCounter, SettlementRequest
 from app.models.usage import UsageCharge
 from tests.integration.usage_helpers import event, make_plan, run_deployment
@@ -16,16 +18,18 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(params=["bulk", "per_customer"])
 def issue(request, app):
-    """Run the monthly invoicing of a period through one of the two paths."""
+    """Run the monthly invoicing of a period through one of the two paths, as the job does: just after
+    the period has ended."""
 
     def run(period):
         from app.extensions import db
 
+        now = period_bounds(period)[1] + timedelta(minutes=5)
         s = db.new_session()
         try:
             if request.param == "bulk":
-                return monthly.issue_monthly_invoices_bulk(s, period)
-            return monthly.issue_monthly_invoices_per_customer(s, period)
+                return monthly.issue_monthly_invoices_bulk(s, period, now=now)
+            return monthly.issue_monthly_invoices_per_customer(s, period, now=now)
         finally:
             s.close()
 

@@ -143,6 +143,9 @@ def issue_usage_invoice():
             except (monthly.InvoicingError, ValueError) as exc:
                 form.period.errors = [*form.period.errors, str(exc)]
             else:
-                flash(f"Invoice {invoice.number} issued to {customer.email} for {form.period.data}.", "success")
+                what = form.period.data
+                if monthly.is_month_to_date(invoice):
+                    what += f", month to date up to {invoice.period_end:%Y-%m-%d %H:%M:%S} UTC (the rest is billed later)"
+                flash(f"Invoice {invoice.number} issued to {customer.email} for {what}.", "success")
                 return redirect(url_for("admin.pricing"), 303)
     return _render_index(invoice_form=form, status=422)

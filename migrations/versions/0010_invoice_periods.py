@@ -3,14 +3,14 @@
 One invoice per customer, period and end (`period_end`) instead of one per customer and period: an
 invoice issued during its period bills up to then, the next one for the same period the rest.
 
-Revision ID: 0009_invoice_periods
-Revises: 0008_money_bounds
+Revision ID: 0010_invoice_periods
+Revises: 0009_card_topups
 """
 
 from alembic import op
 
-revision = "0009_invoice_periods"
-down_revision = "0008_money_bounds"
+revision = "0010_invoice_periods"
+down_revision = "0009_card_topups"
 branch_labels = None
 depends_on = None
 

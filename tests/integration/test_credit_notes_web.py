@@ -40,7 +40,7 @@ def _taxed_invoice(session, customer_id):
 def _form(admin_client, invoice, **fields):
     html = admin_client.get(f"/admin/invoices/{invoice.id}").get_data(as_text=True)
     key = re.search(r'name="request_key" type="hidden" value="([^"]+)"', html).group(1)
-    return {"csrf_token": csrf_token_from(html), "request_key": key, "reason": "Goodwill", **fields}
+    return {"csrf_token": csrf_token_from(html), "request_key": key, "credit_reason": "Goodwill", **fields}
 
 
 def _counts(session):
@@ -98,7 +98,7 @@ def test_a_foreign_line_id_and_a_missing_reason_are_refused(admin_client, sessio
     before = _counts(session)
     foreign = _form(admin_client, invoice, **{f"line-{other.lines[0].id}-amount": "5.00"})
     assert admin_client.post(f"/admin/invoices/{invoice.id}/credit-notes", data=foreign).status_code == 400
-    no_reason = _form(admin_client, invoice, reason="  ", **{f"line-{invoice.lines[0].id}-amount": "5.00"})
+    no_reason = _form(admin_client, invoice, credit_reason="  ", **{f"line-{invoice.lines[0].id}-amount": "5.00"})
     response = admin_client.post(f"/admin/invoices/{invoice.id}/credit-notes", data=no_reason)
     assert response.status_code == 409 and "Give the reason" in response.get_data(as_text=True)
     assert _counts(session) == before
@@ -107,7 +107,7 @@ def test_a_foreign_line_id_and_a_missing_reason_are_refused(admin_client, sessio
 def test_admin_issues_a_credit_note_and_a_double_submit_issues_nothing_more(admin_client, session, factory):
     customer = factory.customer()
     invoice = make_invoice(session, customer.id, 3000)
-    data = _form(admin_client, invoice, memo="ticket 12", **{f"line-{invoice.lines[0].id}-amount": "10.00"})
+    data = _form(admin_client, invoice, credit_memo="ticket 12", **{f"line-{invoice.lines[0].id}-amount": "10.00"})
     first = admin_client.post(f"/admin/invoices/{invoice.id}/credit-notes", data=data)
     again = admin_client.post(f"/admin/invoices/{invoice.id}/credit-notes", data=data)
     assert first.status_code == 303 and again.status_code == 303
@@ -124,7 +124,7 @@ def test_the_invoice_page_prefills_the_form_from_the_query(admin_client, session
     customer = factory.customer()
     invoice = _taxed_invoice(session, customer.id)
     web = sorted(invoice.lines, key=lambda line: line.position)[0]
-    html = admin_client.get(f"/admin/invoices/{invoice.id}?line-{web.id}-hours=2.5&reason=Usage+correction").get_data(
+    html = admin_client.get(f"/admin/invoices/{invoice.id}?line-{web.id}-hours=2.5&credit_reason=Usage+correction").get_data(
         as_text=True)
     assert 'value="2.5"' in html and "Usage correction</textarea>" in html
 

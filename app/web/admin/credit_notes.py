@@ -1,9 +1,10 @@
 """Admin credit notes: the form on the invoice page (with a live preview that writes nothing),
 issuing, the PDF, and the list/CSV on the Invoices page."""
 
+import re
 import secrets
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal
 
 from flask import Response, abort, flash, redirect, request, url_for
 from flask_login import current_user
@@ -13,7 +14,8 @@ from wtforms import BooleanField, HiddenField, TextAreaField
 from wtforms.validators import Length, Optional
 
 from app.billing import credit_notes as service
-from app.billing.money import InvalidAmount, format_money, minor_unit_factor, parse_amount, to_decimal
+from app.billing.money import InvalidAmount, format_money, minor_unit_factor, to_decimal
+from app.billing.money_input import parse_money_cents
 from app.extensions import db
 from app.models import Invoice, User
 from app.models.credit_note import CreditNote
@@ -23,36 +25,25 @@ from app.web.csv_export import csv_response
 from app.web.helpers import admin_required
 
 MAX_INPUT_LENGTH = 32
-MAX_CENTS = 10**12
+HOURS_PATTERN = re.compile(r"[0-9]{1,7}(\.[0-9]{1,6})?")
+MAX_HOURS = 10**6
 LIST_LIMIT = 50
 
 
 class CreditNoteForm(FlaskForm):
-    reason = TextAreaField("Reason (printed on the credit note)", validators=[Length(max=service.MAX_REASON)])
-    memo = TextAreaField("Internal memo (never shown to the customer)", validators=[Optional(), Length(max=2000)])
+    credit_reason = TextAreaField("Reason (printed on the credit note)", validators=[Length(max=service.MAX_REASON)])
+    credit_memo = TextAreaField("Internal memo (never shown to the customer)", validators=[Optional(), Length(max=2000)])
     card_refund = BooleanField("Refund the card part to the card (otherwise it goes to the cash balance)")
     request_key = HiddenField()
 
 
 # ------------------------------------------------------------------ input ---
-def _parse_cents(text: str) -> int:
-    if len(text) > MAX_INPUT_LENGTH:
-        raise InvalidAmount("Enter an amount like 10.00.")
-    cents = parse_amount(text)
-    if cents > MAX_CENTS:
-        raise InvalidAmount("That amount is too large.")
-    return cents
-
-
 def parse_hours(text: str) -> int:
-    """'12.5' hours → seconds (half-even); at most 6 decimal places, never negative."""
-    if len(text) > MAX_INPUT_LENGTH:
+    """'12.5' hours → seconds (half-even): plain digits with at most 6 decimal places, above zero."""
+    if len(text) > MAX_INPUT_LENGTH or not HOURS_PATTERN.fullmatch(text):
         raise ValueError("Enter hours like 12.5.")
-    try:
-        hours = Decimal(text.replace(",", ""))
-    except InvalidOperation:
-        raise ValueError("Enter hours like 12.5.") from None
-    if not hours.is_finite() or hours <= 0 or hours > 10**6 or -hours.as_tuple().exponent > 6:
+    hours = Decimal(text)
+    if hours <= 0 or hours > MAX_HOURS:
         raise ValueError("Enter hours greater than zero, like 12.5.")
     return int((hours * 3600).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
 
@@ -68,7 +59,8 @@ def line_inputs(data, invoice: Invoice) -> tuple[list[service.CreditLineInput], 
             errors[f"line-{line.id}"] = "Credit an amount or hours, not both."
         elif amount_text:
             try:
-                inputs.append(service.CreditLineInput(line.id, amount_cents=_parse_cents(amount_text)))
+                cents = parse_money_cents(amount_text, min_cents=1, max_cents=line.amount_cents)
+                inputs.append(service.CreditLineInput(line.id, amount_cents=cents))
             except InvalidAmount as exc:
                 errors[f"line-{line.id}"] = str(exc)
         elif hours_text:
@@ -80,7 +72,7 @@ def line_inputs(data, invoice: Invoice) -> tuple[list[service.CreditLineInput], 
     free_amount = (data.get("free-amount") or "").strip()
     if free_amount or free_description:
         try:
-            cents = _parse_cents(free_amount) if free_amount else 0
+            cents = parse_money_cents(free_amount, min_cents=1, max_cents=invoice.total_cents) if free_amount else 0
             inputs.append(service.CreditLineInput(None, amount_cents=cents, description=free_description[:1000]))
         except InvalidAmount as exc:
             errors["free"] = str(exc)
@@ -95,7 +87,7 @@ def credit_note_panel(invoice: Invoice, form: CreditNoteForm | None = None, valu
     notes = service.credit_notes_of_invoice(session, invoice.id)
     credited = service.credited_so_far(session, invoice.id)
     if form is None:
-        form = CreditNoteForm(formdata=None, reason=(values or {}).get("reason", ""))
+        form = CreditNoteForm(formdata=None, credit_reason=(values or {}).get("credit_reason", ""))
     if not form.request_key.data:
         form.request_key.data = secrets.token_urlsafe(16)
     return {
@@ -165,7 +157,7 @@ def issue_credit_note(invoice_id: int):
             invoice, form, values, errors, plan_error=plan_error or "Credit at least one line."), status=400)
     try:
         note = service.issue_credit_note(
-            db.session, invoice.id, inputs, reason=form.reason.data or "", memo=form.memo.data,
+            db.session, invoice.id, inputs, reason=form.credit_reason.data or "", memo=form.credit_memo.data,
             card_refund=bool(form.card_refund.data), actor_id=current_user.id, request_key=form.request_key.data or "",
         )
     except service.CreditNoteError as exc:

@@ -112,6 +112,11 @@ def deletion_due_at(session: Session, customer_id: int, invoices: list[Invoice] 
     return due
 
 
+def is_overdue(invoice: Invoice, now: datetime) -> bool:
+    """Unpaid after its due date (issue + PAYMENT_TERMS_DAYS, fixed at issue)."""
+    return invoice.due_at is not None and invoice.due_at <= now and invoice.amount_due_cents > 0
+
+
 def settlement_pending(session: Session, customer_id: int, now: datetime, wait: timedelta) -> bool:
     """True while a settlement requested less than `wait` ago has not run yet."""
     from app.models import SettlementRequest
@@ -122,12 +127,10 @@ def settlement_pending(session: Session, customer_id: int, now: datetime, wait: 
     return requested_at is not None and requested_at > now - wait
 
 
-def _tax_rate(country: str | None) -> Decimal:
-    try:
-        from app.billing.monthly import tax_rate_for
-    except ImportError:
-        return Decimal(0)
-    return Decimal(tax_rate_for(country))
+def _tax_rate(country: str | None, vat_id: str | None = None) -> Decimal:
+    from app.billing.tax import tax_treatment
+
+    return Decimal(tax_treatment(country, vat_id).rate)
 
 
 def _unbilled_usage_cents(session: Session, customer_id: int, now: datetime) -> int:
@@ -169,7 +172,7 @@ def voucher_runway(session: Session, customer_id: int, now: datetime | None = No
     burn = Decimal(hourly_cost_cents_of_active_deployments(session, customer_id))
     if burn <= 0:
         return None
-    rate = _tax_rate(customer.country)
+    rate = _tax_rate(customer.country, customer.vat_id)
     burn = burn * (1 + rate)
     invoices = unpaid_invoices(session, customer_id)
     debt = sum(inv.amount_due_cents for inv in invoices)
@@ -196,6 +199,8 @@ class DunningSummary:
     debt_cents: int
     unpaid_count: int
     oldest_unpaid: Invoice | None
+    # the oldest unpaid invoice past its due date; deletion is only announced once there is one
+    oldest_overdue: Invoice | None
     deletion_at: datetime | None
     deletion_warning: bool  # inside the warning period
     marked_for_deletion: int  # deployments already marked
@@ -219,10 +224,12 @@ def dunning_summary(session: Session, customer_id: int, now: datetime | None = N
     runway = voucher_runway(session, customer_id, now)
     if runway is not None and not runway_is_short(runway, now):
         runway = None
+    overdue = [inv for inv in invoices if is_overdue(inv, now)]
     return DunningSummary(
         debt_cents=sum(inv.amount_due_cents for inv in invoices),
         unpaid_count=len(invoices),
         oldest_unpaid=invoices[0] if invoices else None,
+        oldest_overdue=overdue[0] if overdue else None,
         deletion_at=deletion_at,
         deletion_warning=deletion_at is not None and now >= deletion_at - deletion_warning_period(),
         marked_for_deletion=int(marked),
@@ -578,7 +585,9 @@ def compose_notice(session: Session, notice: DunningNotice, invoices: list[Invoi
     context = {
         "customer": customer,
         "invoices": [{"number": inv.number or str(inv.id), "issued_at": _issued(inv), "total": format_money(inv.total_cents),
-                      "due": format_money(inv.amount_due_cents), "link": invoice_link(inv)} for inv in invoices],
+                      "due": format_money(inv.amount_due_cents), "due_date": inv.due_at,
+                      "overdue": is_overdue(inv, notice.reserved_at), "link": invoice_link(inv)} for inv in invoices],
+        "any_overdue": any(is_overdue(inv, notice.reserved_at) for inv in invoices),
         "debt": format_money(debt),
         "deletion_at": _parse(details.get("deletion_at")),
         "runs_out_at": _parse(details.get("runs_out_at")),

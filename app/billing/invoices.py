@@ -13,7 +13,7 @@ Guarantees:
 """
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from flask import current_app, has_app_context
@@ -26,6 +26,7 @@ from app.billing.audit import record_audit
 from app.billing.ledger import post_entry
 from app.billing.money import format_money, tax_cents
 from app.billing.settlement_requests import request_settlement
+from app.billing.tax import tax_treatment
 from app.models import Invoice, InvoiceLine, InvoiceNumberCounter, InvoicePayment, User
 from app.models.base import utcnow
 from app.models.credit_note import CreditNote
@@ -46,10 +47,18 @@ FROZEN_FIELDS = (
     "buyer_name",
     "buyer_company",
     "buyer_address",
+    "buyer_postcode",
+    "buyer_city",
     "buyer_country",
     "buyer_vat_id",
     "buyer_email",
+    "seller_name",
+    "seller_address",
+    "seller_country",
+    "seller_vat_id",
+    "reverse_charge",
     "issued_at",
+    "due_at",
 )
 TRANSITIONS = {
     "draft": {"open", "void"},
@@ -107,8 +116,8 @@ def _config(key: str, default=None):
     return current_app.config.get(key, default) if has_app_context() else default
 
 
-def _default_tax_rate() -> Decimal:
-    return Decimal(str(_config("VAT_RATE", "0") or "0"))
+def payment_terms() -> timedelta:
+    return timedelta(days=int(_config("PAYMENT_TERMS_DAYS", 14)))
 
 
 def format_number(year: int, seq: int) -> str:
@@ -126,12 +135,19 @@ def create_invoice(
     period_end: datetime | None = None,
     tax_rate: Decimal | None = None,
 ) -> Invoice:
-    """A draft invoice with its lines and totals (tax on the subtotal, rounded once). Flushes,
-    does not commit."""
+    """A draft invoice with its lines and totals (tax on the subtotal, rounded once). Without an
+    explicit `tax_rate`, the buyer's tax treatment (app.billing.tax: country rate or reverse charge)
+    from their current profile. Flushes, does not commit."""
     for spec in lines:
         if not isinstance(spec.amount_cents, int) or isinstance(spec.amount_cents, bool):
             raise TypeError("line amount_cents must be an int")
-    rate = Decimal(tax_rate) if tax_rate is not None else _default_tax_rate()
+    reverse_charge = False
+    if tax_rate is None:
+        buyer = session.get(User, customer_id)
+        treatment = tax_treatment(buyer.country if buyer else None, buyer.vat_id if buyer else None)
+        rate, reverse_charge = treatment.rate, treatment.reverse_charge
+    else:
+        rate = Decimal(tax_rate)
     subtotal = sum(spec.amount_cents for spec in lines)
     tax = tax_cents(subtotal, rate)
     invoice = Invoice(
@@ -146,6 +162,7 @@ def create_invoice(
         tax_cents=tax,
         total_cents=subtotal + tax,
         paid_cents=0,
+        reverse_charge=reverse_charge,
         lines=[
             InvoiceLine(
                 position=position,
@@ -165,6 +182,16 @@ def create_invoice(
 
 
 # ------------------------------------------------------------------ issue ---
+def seller_details() -> dict:
+    """The seller as printed on invoices (configuration), snapshotted on each invoice at issue."""
+    return {
+        "seller_name": _config("SELLER_NAME"),
+        "seller_address": _config("SELLER_ADDRESS"),
+        "seller_country": _config("SELLER_COUNTRY"),
+        "seller_vat_id": _config("SELLER_VAT_ID"),
+    }
+
+
 def next_invoice_number(session: Session, year: int) -> int:
     """Take the next sequence number of `year`. The counter row stays locked until the caller's
     transaction ends, so concurrent issuers get consecutive numbers and a rollback leaves no gap."""
@@ -183,7 +210,8 @@ def next_invoice_number(session: Session, year: int) -> int:
 
 
 def issue_invoice(session: Session, invoice_id: int, *, now: datetime | None = None) -> Invoice:
-    """Issue a draft: gapless number of the current year, buyer details frozen, state open, and
+    """Issue a draft: gapless number of the current year, buyer (billing profile) and seller
+    (configuration) details frozen, due date = issue + PAYMENT_TERMS_DAYS, state open, and
     settlement requested. A zero-total invoice is paid at once. Does NOT commit (caller commits)."""
     now = now or utcnow()
     invoice = session.scalar(select(Invoice).where(Invoice.id == invoice_id).with_for_update())
@@ -191,17 +219,24 @@ def issue_invoice(session: Session, invoice_id: int, *, now: datetime | None = N
         raise LookupError(invoice_id)
     if invoice.state != "draft":
         raise InvoiceNotDraft()
-    buyer = session.get(User, invoice.customer_id)
+    buyer = session.scalar(
+        select(User).where(User.id == invoice.customer_id).execution_options(populate_existing=True)
+    )
     seq = next_invoice_number(session, now.year)
     invoice.number_year, invoice.number_seq = now.year, seq
     invoice.number = format_number(now.year, seq)
     invoice.buyer_name = buyer.name
     invoice.buyer_company = buyer.company
     invoice.buyer_address = buyer.address
+    invoice.buyer_postcode = buyer.postcode
+    invoice.buyer_city = buyer.city
     invoice.buyer_country = buyer.country
     invoice.buyer_vat_id = buyer.vat_id
     invoice.buyer_email = buyer.email
+    for key, value in seller_details().items():
+        setattr(invoice, key, value)
     invoice.issued_at = now
+    invoice.due_at = now + payment_terms()
     invoice.state = "open"
     session.flush()
     if invoice.total_cents <= 0:

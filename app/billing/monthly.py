@@ -38,7 +38,9 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from app.billing.audit import record_audit
+from app.billing.invoices import payment_terms, seller_details
 from app.billing.money import minor_unit_factor
+from app.billing.tax import country_vat_rates, default_vat_rate, reverse_charge_countries, tax_treatment
 from app.billing.usage import period_bounds, period_of, previous_period, running_seconds, unbilled_usage
 from app.models import Invoice, User
 from app.models.base import utcnow
@@ -93,32 +95,15 @@ class MonthlyReport:
     invoice_ids: list[int] = field(default_factory=list)
 
 
-# ----------------------------------------------------------------------- tax ---
-def parse_country_rates(spec: str | None) -> dict[str, Decimal]:
-    """'DE=0.19,FR=0.20' → {'DE': Decimal('0.19'), 'FR': Decimal('0.20')}."""
-    rates = {}
-    for part in (spec or "").split(","):
-        if "=" in part:
-            country, rate = part.split("=", 1)
-            rates[country.strip().upper()] = Decimal(rate.strip())
-    return rates
-
-
 def _config(key: str, default=None):
     return current_app.config.get(key, default) if has_app_context() else default
 
 
-def default_vat_rate() -> Decimal:
-    return Decimal(str(_config("VAT_RATE", "0") or "0"))
-
-
-def country_vat_rates() -> dict[str, Decimal]:
-    return parse_country_rates(_config("VAT_COUNTRY_RATES"))
-
-
-def tax_rate_for(country: str | None) -> Decimal:
-    """VAT rate for a buyer: the per-country rule when configured, otherwise VAT_RATE."""
-    return country_vat_rates().get((country or "").upper(), default_vat_rate())
+# ----------------------------------------------------------------------- tax ---
+# The rule lives in app.billing.tax; these names stay importable from here.
+def tax_rate_for(country: str | None, vat_id: str | None = None) -> Decimal:
+    """VAT rate for a buyer (reverse charge → 0; else the country rule, else VAT_RATE)."""
+    return tax_treatment(country, vat_id).rate
 
 
 # --------------------------------------------------------------------- locks ---
@@ -154,7 +139,8 @@ def issue_customer_invoice(
         usage = unbilled_usage(session, customer_id, until)
         if sum(line.amount_cents for line in usage) <= 0:
             raise NothingToInvoice(f"Nothing to invoice for {period}.")
-        buyer = session.get(User, customer_id)
+        # the buyer's profile cannot change between the tax decision and the snapshot at issue
+        session.scalar(select(User.id).where(User.id == customer_id).with_for_update())
         specs = [
             LineSpec(
                 description=line.deployment.name,
@@ -173,7 +159,6 @@ def issue_customer_invoice(
             billing_period=period,
             period_start=covered_until or start,
             period_end=until,
-            tax_rate=tax_rate_for(buyer.country),
         )
         invoice = issue_invoice(session, invoice.id, now=now)
         for line in invoice.lines:
@@ -243,25 +228,31 @@ WITH ev AS (
 ), sums AS (
     SELECT customer_id, SUM(amount_cents)::bigint AS subtotal FROM usage
     GROUP BY customer_id HAVING SUM(amount_cents) > 0
-), rated AS (
-    SELECT s.customer_id, s.subtotal, COALESCE(r.rate, CAST(:default_rate AS numeric)) AS rate,
+), buyers AS (
+    SELECT s.customer_id, s.subtotal, COALESCE(r.rate, CAST(:default_rate AS numeric)) AS country_rate,
+           (COALESCE(trim(u.vat_id), '') <> '' AND upper(u.country) = ANY(CAST(:reverse_charge_countries AS text[])))
+               AS reverse_charge,
            row_number() OVER (ORDER BY s.customer_id) AS rn, COALESCE(c.covered_until, :period_start) AS starts,
-           u.name, u.company, u.address, u.country, u.vat_id, u.email
+           u.name, u.company, u.address, u.postcode, u.city, u.country, u.vat_id, u.email
     FROM sums s JOIN users u ON u.id = s.customer_id
     LEFT JOIN (SELECT customer_id, MAX(period_end) AS covered_until FROM invoices WHERE billing_period = :period
                GROUP BY customer_id) c ON c.customer_id = s.customer_id
     LEFT JOIN (SELECT * FROM unnest(CAST(:countries AS text[]), CAST(:rates AS numeric[])) AS x(country, rate)) r
            ON r.country = upper(u.country)
+), rated AS (
+    SELECT buyers.*, CASE WHEN reverse_charge THEN CAST(0 AS numeric) ELSE country_rate END AS rate FROM buyers
 ), taxed AS (
     SELECT rated.*, div(subtotal * rate * 10000, 10000) AS q, mod(subtotal * rate * 10000, 10000) AS r FROM rated
 ), new_invoices AS (
     INSERT INTO invoices (customer_id, state, number, number_year, number_seq, billing_period, period_start,
                           period_end, currency, subtotal_cents, tax_rate, tax_cents, total_cents, paid_cents,
-                          buyer_name, buyer_company, buyer_address, buyer_country, buyer_vat_id, buyer_email,
-                          created_at, issued_at)
+                          buyer_name, buyer_company, buyer_address, buyer_postcode, buyer_city, buyer_country,
+                          buyer_vat_id, buyer_email, seller_name, seller_address, seller_country, seller_vat_id,
+                          reverse_charge, created_at, issued_at, due_at)
     SELECT t.customer_id, 'open', CAST(:year AS text) || '-' || lpad(CAST(:last_seq + t.rn AS text), 6, '0'),
            :year, :last_seq + t.rn, :period, t.starts, :until, :currency, t.subtotal, t.rate, t.tax,
-           t.subtotal + t.tax, 0, t.name, t.company, t.address, t.country, t.vat_id, t.email, :now, :now
+           t.subtotal + t.tax, 0, t.name, t.company, t.address, t.postcode, t.city, t.country, t.vat_id, t.email,
+           :seller_name, :seller_address, :seller_country, :seller_vat_id, t.reverse_charge, :now, :now, :due_at
     FROM (SELECT taxed.*,
                  (q + CASE WHEN 2 * r > 10000 THEN 1 WHEN 2 * r = 10000 THEN mod(q, 2) ELSE 0 END)::bigint AS tax
           FROM taxed) t
@@ -321,7 +312,8 @@ def issue_monthly_invoices_bulk(session: Session, period: str, *, now: datetime 
             {"until": until, "period": period, "factor": minor_unit_factor(),
              "default_rate": default_vat_rate(), "countries": list(rates), "rates": list(rates.values()),
              "year": year, "last_seq": last_seq, "period_start": start, "currency": _config("CURRENCY", "usd"),
-             "now": now, "small_batch": SMALL_SETTLEMENT_BATCH},
+             "now": now, "small_batch": SMALL_SETTLEMENT_BATCH, "due_at": now + payment_terms(),
+             "reverse_charge_countries": reverse_charge_countries(), **seller_details()},
         ).one()
         report.invoices, report.lines = row.invoices, row.lines
         if report.invoices:

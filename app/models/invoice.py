@@ -3,12 +3,15 @@ from decimal import Decimal
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     ForeignKey,
+    Index,
     Integer,
     Numeric,
     String,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -54,9 +57,20 @@ class Invoice(Base):
     buyer_name: Mapped[str | None] = mapped_column(String(200))
     buyer_company: Mapped[str | None] = mapped_column(String(200))
     buyer_address: Mapped[str | None] = mapped_column(String(1000))
+    buyer_postcode: Mapped[str | None] = mapped_column(String(20))
+    buyer_city: Mapped[str | None] = mapped_column(String(120))
     buyer_country: Mapped[str | None] = mapped_column(String(2))
     buyer_vat_id: Mapped[str | None] = mapped_column(String(40))
     buyer_email: Mapped[str | None] = mapped_column(String(254))
+    # seller details (configuration), frozen at issue time too
+    seller_name: Mapped[str | None] = mapped_column(String(200))
+    seller_address: Mapped[str | None] = mapped_column(String(500))
+    seller_country: Mapped[str | None] = mapped_column(String(2))
+    seller_vat_id: Mapped[str | None] = mapped_column(String(40))
+    # no VAT charged: the B2B buyer in another EU country accounts for it (app.billing.tax)
+    reverse_charge: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # issue date + PAYMENT_TERMS_DAYS, fixed at issue
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     issued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -99,6 +113,7 @@ class InvoicePayment(Base):
             "source IN ('voucher', 'cash', 'card', 'bank_transfer', 'credit_note')", name="source"
         ),
         CheckConstraint("amount_cents > 0", name="positive"),
+        Index("ix_invoice_payments_customer_created", "customer_id", "created_at"),  # the activity list
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -1,6 +1,6 @@
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Integer, String
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import MAX_CENTS, Base, UTCDateTime, utcnow
@@ -19,6 +19,7 @@ class LedgerEntry(Base):
     __table_args__ = (
         CheckConstraint("account IN ('cash', 'voucher')", name="account"),
         CheckConstraint(f"amount_cents BETWEEN -{MAX_CENTS} AND {MAX_CENTS}", name="amount_range"),
+        Index("ix_ledger_entries_customer_created", "customer_id", "created_at"),  # the activity list
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)

@@ -3,8 +3,11 @@
 import io
 
 from flask import current_app, render_template
+from sqlalchemy.orm import object_session
 from xhtml2pdf import pisa
 
+from app.billing.invoice_document import invoice_document
+from app.extensions import db
 from app.models import Invoice
 from app.models.credit_note import CreditNote
 
@@ -14,13 +17,9 @@ class PdfRenderError(Exception):
 
 
 def render_invoice_pdf(invoice: Invoice) -> bytes:
-    """The invoice as PDF bytes: seller and buyer, lines, tax, totals and payments."""
-    html = render_template(
-        "pdf/invoice.html",
-        invoice=invoice,
-        seller_name=current_app.config.get("SELLER_NAME"),
-        seller_address=current_app.config.get("SELLER_ADDRESS"),
-    )
+    """The invoice as PDF bytes: seller and buyer, dates, lines, tax, totals and payments
+    (app.billing.invoice_document, the same content as the invoice page)."""
+    html = render_template("pdf/invoice.html", doc=invoice_document(object_session(invoice) or db.session, invoice))
     out = io.BytesIO()
     result = pisa.CreatePDF(html, dest=out, encoding="utf-8")
     if result.err:

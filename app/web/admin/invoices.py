@@ -10,11 +10,13 @@ from sqlalchemy import func, select
 from wtforms import StringField, TextAreaField
 from wtforms.validators import Length, Optional
 
+from app.billing.card_labels import card_label
+from app.billing.invoice_document import invoice_document
 from app.billing.invoices import InvoiceError, record_bank_transfer, void_invoice
 from app.billing.money import InvalidAmount, format_money, minor_unit_factor, to_decimal
 from app.billing.money_input import MAX_CENTS, parse_money_cents
 from app.extensions import db
-from app.models import ChargeAttempt, Invoice, User
+from app.models import Card, ChargeAttempt, Invoice, User
 from app.models.invoice import INVOICE_STATES
 from app.pdf import render_invoice_pdf
 from app.web.admin import bp
@@ -114,8 +116,14 @@ def _render_detail(invoice: Invoice, void_form=None, transfer_form=None, status:
     ))
     if credit is None:
         credit = credit_note_panel(invoice, values=request.args.to_dict() if request.method == "GET" else None)
+    cards = {card.id: card for card in db.session.scalars(
+        select(Card).where(Card.id.in_({attempt.card_id for attempt in attempts}))
+    )} if attempts else {}
     body = render_page_or_block(
         "admin/invoice_detail.html", "invoice_actions", invoice=invoice, attempts=attempts,
+        attempt_cards={a.id: card_label(cards[a.card_id].brand, cards[a.card_id].last4) for a in attempts
+                       if a.card_id in cards},
+        doc=invoice_document(db.session, invoice),
         customer=db.session.get(User, invoice.customer_id),
         void_form=void_form or VoidForm(), transfer_form=transfer_form or BankTransferForm(), **credit,
     )

@@ -5,6 +5,7 @@ from flask_login import current_user
 from sqlalchemy import func, select
 
 from app.billing.credit_notes import credit_notes_of_invoice
+from app.billing.invoice_document import invoice_document
 from app.billing.settlement_requests import request_settlement
 from app.extensions import db
 from app.models import Invoice, SettlementRequest
@@ -62,6 +63,13 @@ def invoices():
     )
 
 
+def _render_detail(invoice: Invoice, *, settling: bool, polls: int, **extra):
+    return render_page_or_block(
+        "customer/invoice_detail.html", "invoice_status", invoice=invoice, doc=invoice_document(db.session, invoice),
+        settling=settling, polls=polls, **extra,
+    )
+
+
 def _visible_invoice(invoice_id: int) -> Invoice:
     invoice = owned_or_404(db.session, Invoice, invoice_id, current_user.id)
     if invoice.state == "draft":
@@ -75,11 +83,8 @@ def _visible_invoice(invoice_id: int) -> Invoice:
 @customer_required
 def invoice_detail(invoice_id: int):
     invoice = _visible_invoice(invoice_id)
-    return render_page_or_block(
-        "customer/invoice_detail.html", "invoice_status", invoice=invoice,
-        settling=_settlement_waiting(current_user.id), polls=0,
-        credit_notes=credit_notes_of_invoice(db.session, invoice.id),
-    )
+    return _render_detail(invoice, settling=_settlement_waiting(current_user.id), polls=0,
+                          credit_notes=credit_notes_of_invoice(db.session, invoice.id))
 
 
 @bp.post("/invoices/<int:invoice_id>/pay")
@@ -93,10 +98,7 @@ def pay_invoice(invoice_id: int):
         flash("Paying this invoice from your balance and cards…", "info")
     if not is_htmx():
         return redirect(url_for("customer.invoice_detail", invoice_id=invoice.id), 303)
-    return render_page_or_block(
-        "customer/invoice_detail.html", "invoice_status", invoice=invoice,
-        settling=invoice.state == "open", polls=0,
-    )
+    return _render_detail(invoice, settling=invoice.state == "open", polls=0)
 
 
 @bp.get("/invoices/<int:invoice_id>/status")
@@ -110,9 +112,7 @@ def invoice_status(invoice_id: int):
         flash("We could not pay all of this invoice. Add funds or a card, then try again.", "error")
     elif not settling and invoice.state == "paid" and polls > 1:
         flash(f"Invoice {invoice.number} is paid.", "success")
-    return render_page_or_block(
-        "customer/invoice_detail.html", "invoice_status", invoice=invoice, settling=settling, polls=polls,
-    )
+    return _render_detail(invoice, settling=settling, polls=polls)
 
 
 @bp.get("/invoices/<int:invoice_id>/pdf")

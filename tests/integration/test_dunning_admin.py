@@ -80,7 +80,7 @@ def test_extending_grace_for_an_unknown_customer_is_404(app, admin_client):
 
 def test_dashboard_panel_shows_debt_oldest_unpaid_invoice_and_deletion_date(app, session, factory, client):
     customer = factory.customer()
-    issued = utcnow() - timedelta(days=10)
+    issued = utcnow() - timedelta(days=20)  # past its due date (14 days): the deletion date is announced
     oldest = open_invoice(session, customer, 12_000, issued)
     open_invoice(session, customer, 3_000, issued + timedelta(days=5))
     login(client, customer.email)

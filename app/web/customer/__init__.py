@@ -10,5 +10,6 @@ from app.web.customer import (  # noqa: E402,F401  (modules attach their routes 
     dashboard,
     deployments,
     invoices,
+    profile,
     vouchers,
 )

@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Integer, String, Text
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, UTCDateTime, utcnow
@@ -114,6 +114,7 @@ class CardTopup(Base):
             "status IN ('pending', 'succeeded', 'declined', 'requires_action', 'failed', 'unknown')",
             name="status",
         ),
+        Index("ix_card_topups_customer_created", "customer_id", "created_at"),  # the activity list
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -52,9 +52,11 @@ def upgrade() -> None:
     op.create_index("ix_ledger_entries_customer_created", "ledger_entries", ["customer_id", "created_at"])
     op.create_index("ix_invoice_payments_customer_created", "invoice_payments", ["customer_id", "created_at"])
     op.create_index("ix_charge_attempts_customer_created", "charge_attempts", ["customer_id", "created_at"])
+    op.create_index("ix_card_topups_customer_created", "card_topups", ["customer_id", "created_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_card_topups_customer_created", table_name="card_topups")
     op.drop_index("ix_charge_attempts_customer_created", table_name="charge_attempts")
     op.drop_index("ix_invoice_payments_customer_created", table_name="invoice_payments")
     op.drop_index("ix_ledger_entries_customer_created", table_name="ledger_entries")

@@ -5,6 +5,7 @@ from flask import Blueprint
 bp = Blueprint("customer", __name__)
 
 from app.web.customer import (  # noqa: E402,F401  (modules attach their routes to bp)
+    activity,
     balance,
     cards,
     dashboard,

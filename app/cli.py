@@ -67,3 +67,22 @@ def register_cli(app: Flask) -> None:
                 f"billed {d.billed_seconds}s {d.billed_cents}c, recomputed {d.recomputed_seconds}s {d.recomputed_cents}c"
             )
         click.echo(f"recompute-usage {period}: deployments={checked} differences={len(differences)}")
+        _suggest_usage_credits(period)
+
+    def _suggest_usage_credits(period: str) -> None:
+        """Per invoice billed higher than recomputed usage: the credit note to issue, prefilled."""
+        from flask import url_for
+
+        from app.billing.money import format_money
+        from app.billing.usage_credits import prefill_args, usage_credit_suggestions
+
+        suggestions = usage_credit_suggestions(db.session, period)
+        with current_app.test_request_context(base_url=current_app.config["BASE_URL"]):
+            for s in suggestions:
+                lines = ", ".join(f"{line.description} {line.credit_hours} h {format_money(line.amount_cents)}"
+                                  for line in s.lines)
+                link = url_for("admin.invoice_detail", invoice_id=s.invoice_id, _external=True,
+                               **prefill_args(s, period))
+                click.echo(f"credit note suggested: invoice {s.invoice_number} customer {s.customer_id}: {lines} "
+                           f"(before tax {format_money(s.amount_cents)}) -> {link}")
+        click.echo(f"recompute-usage {period}: credit notes suggested={len(suggestions)}")

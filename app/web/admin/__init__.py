@@ -12,5 +12,6 @@ from app.web.admin import (  # noqa: E402,F401  (modules attach their routes to 
     invoices,
     pricing,
     refunds,
+    usage_credits,
     vouchers,
 )

@@ -10,7 +10,8 @@ Sources, each read through its (customer_id, created_at) index:
   was tried and why it did not go through;
 - top-ups charged to a saved card that did not go through (a succeeded one is its ledger entry, which
   names the card);
-- invoice payments that touch neither balance nor card: bank transfers, credit notes.
+- invoice payments that touch neither balance nor card: bank transfers, credit notes (a credit note's
+  returns to the balances and its refunds to the card are ledger entries like any other).
 
 Each source is ordered and cut to `offset + limit` rows before the union (top-N on its index), so a
 page costs the same for a customer with ten entries and one with ten thousand; invoice numbers and
@@ -229,8 +230,12 @@ def _row(r) -> ActivityRow:
         else:
             description = f"Card top-up {status}" + (f": {note}" if note else "")
     elif r.branch == 3:
-        what = {"bank_transfer": "bank transfer", "credit_note": "credit note"}.get(r.kind, r.kind.replace("_", " "))
-        description = f"Paid {invoice} by {what}"
+        if r.kind == "credit_note":
+            description = f"Credit note {r.reference} lowered what {invoice} owes" if r.reference else \
+                f"A credit note lowered what {invoice} owes"
+        else:
+            what = {"bank_transfer": "bank transfer"}.get(r.kind, r.kind.replace("_", " "))
+            description = f"Paid {invoice} by {what}"
     else:
         description = _ledger_description(r.kind, r.account, r.amount_cents, note, invoice)
         if r.kind == "topup" and r.last4:
@@ -258,6 +263,8 @@ def _ledger_description(kind: str, account: str, amount_cents: int, note: str, i
     if kind == "admin_adjustment":
         verb = "Credit" if amount_cents > 0 else "Debit"
         return f"{verb} by Paydesk: {note}" if note else f"{verb} by Paydesk"
+    if kind == "credit_note":
+        return f"{note}, credited to your {balance}" if note else f"Credit note, credited to your {balance}"
     if kind == "refund":
         return f"Refund to your card: {note}" if note else "Refund to your card"
     if kind == "refund_reversal":

@@ -425,7 +425,7 @@ def _move_money(session: Session, invoice: Invoice, credit_note: CreditNote, pla
     ):
         if amount:
             post_entry(session, customer_id=invoice.customer_id, account=account, amount_cents=amount,
-                       kind="credit_note", idempotency_key=f"{key}:{suffix}", reference=key, note=note)
+                       kind="credit_note", idempotency_key=f"{key}:{suffix}", reference=credit_note.number, note=note)
     for part in plan.card_parts:
         refund = CashRefund(
             customer_id=invoice.customer_id, topup_id=None, credit_note_id=credit_note.id,
@@ -436,7 +436,7 @@ def _move_money(session: Session, invoice: Invoice, credit_note: CreditNote, pla
         session.add(refund)
         post_entry(session, customer_id=invoice.customer_id, account="cash", amount_cents=-part.amount_cents,
                    kind="refund", idempotency_key=refund.idempotency_key, reference=part.payment_intent_id,
-                   note=f"Refund to card for credit note {credit_note.number}")
+                   note=f"credit note {credit_note.number}")
         session.flush()
         record_audit(session, credit_note.actor_id, "credit_note.refund_to_card", "cash_refund", refund.id, None,
                      {"credit_note": credit_note.number, "payment_intent_id": part.payment_intent_id,

@@ -5,6 +5,7 @@ import csv
 import io
 import re
 from decimal import Decimal
+from html import unescape
 
 import pytest
 from pypdf import PdfReader
@@ -187,3 +188,29 @@ def test_voiding_an_invoice_with_a_credit_note_is_refused_on_the_page(admin_clie
     assert note.number in response.get_data(as_text=True) and "cannot be voided" in response.get_data(as_text=True)
     session.expire_all()
     assert session.get(Invoice, invoice.id).state == "open"
+
+
+def test_credit_notes_appear_in_the_customer_activity(app, session, factory, quiet_stripe):
+    from app.billing.settlement import settle_customer
+    from tests.money_support import add_card, credit
+
+    customer = factory.customer()
+    add_card(session, customer.id, default=True)
+    credit(session, customer.id, "voucher", 600)
+    credit(session, customer.id, "cash", 200)
+    paid = make_invoice(session, customer.id, 1200)
+    settle_customer(session, customer.id)
+    open_invoice = make_invoice(session, customer.id, 3000)
+    session.expire_all()
+    assert session.get(Invoice, paid.id).state == "paid"
+    full = issue_credit_note(session, paid.id, [CreditLineInput(paid.lines[0].id, 1200)], reason="Refund",
+                             card_refund=True, request_key="ka1")
+    partial = issue_credit_note(session, open_invoice.id, [CreditLineInput(open_invoice.lines[0].id, 1000)],
+                                reason="Goodwill", request_key="ka2")
+    client = app.test_client()
+    login(client, customer.email)
+    html = unescape(client.get("/activity").get_data(as_text=True))
+    assert f"Credit note {partial.number} lowered what invoice {open_invoice.number} owes" in html
+    assert f"Credit note {full.number} for invoice {paid.number}, credited to your voucher balance" in html
+    assert f"Credit note {full.number} for invoice {paid.number}, credited to your cash balance" in html
+    assert f"Refund to your card: credit note {full.number}" in html

@@ -2,6 +2,7 @@
 
 from flask import Flask, render_template
 
+from app.billing.card_labels import card_label
 from app.billing.money import format_money, format_unit_price
 from app.extensions import db, login_manager
 from app.models import User
@@ -33,6 +34,7 @@ def register_web(app: Flask) -> None:
     app.jinja_env.filters["money"] = lambda cents: format_money(cents)
     app.jinja_env.filters["unit_price"] = lambda price: format_unit_price(price)
     app.jinja_env.globals["is_htmx"] = is_htmx
+    app.jinja_env.globals["card_label"] = card_label
     app.jinja_env.globals["has_endpoint"] = lambda endpoint: endpoint in app.view_functions
 
     for code in (400, 403, 404, 429, 500):

@@ -193,3 +193,7 @@ def test_invoice_pages_name_the_card_with_the_stripe_reference_beside(app, clien
     admin_page = admin_client.get(f"/admin/invoices/{history['card_paid'].id}").get_data(as_text=True)
     assert admin_page.count("Visa ending 4242") >= 3  # the payment and both attempts
     assert "pi_declined_1" in admin_page and get_csrf(admin_client, "/admin/")
+    customer_page = admin_client.get(f"/admin/customers/{history['customer'].id}").get_data(as_text=True)
+    assert '<table id="customer-activity">' in customer_page
+    assert customer_page.count("Visa ending 4242") >= 4  # the card list, the payment and both attempts
+    assert "goodwill for the outage" in customer_page and "Card top-up declined: insufficient funds" in customer_page

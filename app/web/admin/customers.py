@@ -10,6 +10,7 @@ from sqlalchemy import func, or_, select
 from wtforms import HiddenField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length
 
+from app.billing.activity import activity_page
 from app.billing.adjustments import AdjustmentError, adjust_cash_balance
 from app.billing.money import InvalidAmount, format_money
 from app.billing.money_input import configured_max_cents, parse_money_cents
@@ -23,7 +24,7 @@ PAGE_SIZE = 50
 
 class AdjustmentForm(FlaskForm):
     amount = StringField("Amount (prefix with - to debit)", validators=[DataRequired(message="Enter an amount.")])
-    reason = TextAreaField("Reason", validators=[DataRequired(message="Give a reason."), Length(max=500)])
+    reason = TextAreaField("Reason (the customer sees it in their activity)", validators=[DataRequired(message="Give a reason."), Length(max=500)])
     request_key = HiddenField()
 
 
@@ -68,6 +69,7 @@ def _render_detail(customer: User, form: AdjustmentForm | None = None, status: i
                                       .order_by(Invoice.id.desc()).limit(100))),
         cards=list(session.scalars(select(Card).where(Card.customer_id == customer.id)
                                    .order_by(Card.is_default.desc(), Card.created_at.desc()))),
+        activity=activity_page(session, customer.id),
     )
     return body, status
 

@@ -9,6 +9,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
+from app.billing.credit_notes import CreditLineInput, issue_credit_note
 from app.billing.topups import credit_topup
 from app.models.base import utcnow
 from tests.browser.test_cards_browser import _login
@@ -27,17 +28,20 @@ def customer_world(session, factory):
     customer = factory.customer(email="a.rather-long-address.for-a-phone@example-company.com")
     add_card(session, customer)
     invoice = make_invoice(session, customer.id, 12345, 678)
+    note = issue_credit_note(session, invoice.id, [CreditLineInput(invoice.lines[1].id, 300)],
+                             reason="A goodwill credit with a rather long reason for a small screen", request_key="phone")
     credit_topup(session, customer.id, payment_intent_id="pi_phone_layout_0001", amount_cents=2500)
     session.commit()
     plan = make_plan(session)
     run_deployment(session, customer, "dep-phone-with-a-long-name-0001", plan.name, utcnow().replace(day=1, hour=0))
     session.commit()
-    return {"customer": customer, "invoice_id": invoice.id, "token": "not-a-real-reset-token"}
+    return {"customer": customer, "invoice_id": invoice.id, "credit_note_id": note.id, "token": "not-a-real-reset-token"}
 
 
 # how to fill each route argument from the fixtures; a route with an argument missing here fails the test
 ROUTE_VALUES = {
     "invoice_id": lambda world: world["invoice_id"],
+    "credit_note_id": lambda world: world["credit_note_id"],
     "token": lambda world: world["token"],
 }
 

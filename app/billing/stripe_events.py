@@ -1,10 +1,12 @@
 """Applying Stripe events (from the signed webhook or the reconciliation job), exactly once.
 
-`apply_event` inserts the event id into `stripe_events` *first* and applies the handler in the
-same transaction: a concurrent duplicate blocks on the primary key, then finds the row and does
-nothing; a handler failure rolls back the event row too, so Stripe's retry (or the reconciler)
-applies it later. Handlers are idempotent anyway (ledger keys, unique payment-method ids), so
-out-of-order and repeated related events are harmless.
+`apply_event` first checks the event's shape (app.payments.event_shape.parse_event): a malformed
+event is recorded as ignored (with what was wrong) and refused with `MalformedEvent`, so no handler
+ever sees a field of the wrong type. It then inserts the event id into `stripe_events` *first* and
+applies the handler in the same transaction: a concurrent duplicate blocks on the primary key, then
+finds the row and does nothing; a handler failure rolls back the event row too, so Stripe's retry
+(or the reconciler) applies it later. Handlers are idempotent anyway (ledger keys, unique
+payment-method ids), so out-of-order and repeated related events are harmless.
 """
 
 import logging
@@ -18,6 +20,7 @@ from app.models import ChargeAttempt, User
 from app.models.base import UTCDateTime, utcnow
 from app.models.stripe_events import CashRefund, PaymentDispute, Topup
 from app.payments import gateway
+from app.payments.event_shape import MalformedEvent, parse_event
 
 log = logging.getLogger(__name__)
 
@@ -31,33 +34,43 @@ def _id(value):
 # Built once (every delivery runs it); PostgreSQL and SQLite share the syntax.
 _CLAIM_EVENT = (
     text(
-        "INSERT INTO stripe_events (id, type, created, customer_id, source, processed_at) "
+        "INSERT INTO stripe_events (id, type, created, customer_id, source, processed_at, outcome) "
         "VALUES (:id, :type, :created, "
         "(SELECT customer_id FROM billing_customers WHERE stripe_customer_id = :stripe_customer), "
-        ":source, :processed_at) "
+        ":source, :processed_at, :outcome) "
         "ON CONFLICT (id) DO NOTHING RETURNING customer_id"
     )
     .bindparams(bindparam("processed_at", type_=UTCDateTime()))
     .columns(customer_id=Integer())
 )
+_RECORD_IGNORED = text(
+    "INSERT INTO stripe_events (id, type, created, source, processed_at, outcome, note) "
+    "VALUES (:id, :type, :created, :source, :processed_at, 'ignored', :note) ON CONFLICT (id) DO NOTHING"
+).bindparams(bindparam("processed_at", type_=UTCDateTime()))
 
 
-def apply_event(session: Session, event: dict, *, source: str = "webhook") -> bool:
-    """Record and apply one verified event. Returns False for an event already processed. Commits."""
-    obj = (event.get("data") or {}).get("object") or {}
-    stripe_customer = _id(obj.get("customer")) if obj.get("object") != "customer" else obj.get("id")
+def apply_event(session: Session, event, *, source: str = "webhook", payload: bytes | None = None) -> bool:
+    """Record and apply one verified event. Returns False for an event already processed. Commits.
+    Raises MalformedEvent (after recording the event as ignored) when its shape is wrong."""
+    try:
+        parsed = parse_event(event, payload)
+    except MalformedEvent as malformed:
+        record_ignored_event(session, malformed, source=source)
+        raise
+    handler = HANDLERS.get(parsed.type)
     # One statement: map the Stripe customer and claim the event id (the unique key).
     recorded = (
         session.connection()
         .execute(
             _CLAIM_EVENT,
             {
-                "id": event["id"],
-                "type": event["type"],
-                "created": int(event.get("created") or 0),
-                "stripe_customer": stripe_customer if isinstance(stripe_customer, str) else None,
+                "id": parsed.id,
+                "type": parsed.type,
+                "created": parsed.created,
+                "stripe_customer": parsed.stripe_customer,
                 "source": source,
                 "processed_at": utcnow(),
+                "outcome": "applied" if handler is not None else "ignored",
             },
         )
         .first()
@@ -66,15 +79,27 @@ def apply_event(session: Session, event: dict, *, source: str = "webhook") -> bo
         session.rollback()
         return False
     customer_id = recorded.customer_id
-    handler = HANDLERS.get(event["type"])
     try:
         if handler is not None:
-            handler(session, obj, customer_id)
+            handler(session, parsed.object, customer_id)
         session.commit()
     except Exception:
         session.rollback()
         raise
     return True
+
+
+def record_ignored_event(session: Session, malformed: MalformedEvent, *, source: str) -> None:
+    """Record a malformed event once, as ignored, with what was wrong with it. Commits."""
+    try:
+        session.execute(_RECORD_IGNORED, {
+            "id": malformed.record_id, "type": malformed.event_type, "created": malformed.created,
+            "source": source, "processed_at": utcnow(), "note": malformed.reason[:300],
+        })
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
 
 
 # ---------------------------------------------------------------- handlers ---

@@ -284,13 +284,20 @@ def price_at(session: Session, plan_id: int, moment: datetime) -> PlanPrice | No
     )
 
 
+def _event_payload(plan: str | None, name: str | None) -> dict:
+    return {"plan": plan, "name": name}
+
+
 def _same_event(event: DeploymentEvent, deployment: Deployment, external_id: str, customer_id: int, kind: str,
-                occurred_at: datetime) -> bool:
+                occurred_at: datetime, plan: str | None, name: str | None) -> bool:
+    """The whole reported content, not only its key fields: the same id with another plan or name is
+    another event (rows recorded before payloads were kept for every kind have none to compare)."""
     return (
         deployment.external_id == external_id
         and deployment.customer_id == customer_id
         and event.kind == kind
         and event.occurred_at == occurred_at
+        and (event.payload is None or event.payload == _event_payload(plan, name))
     )
 
 
@@ -308,12 +315,17 @@ def record_deployment_event(
     """Record one lifecycle event reported by the platform, and commit.
 
     Idempotent by `event_id`: a replay returns the first recording (created=False); the same id
-    with different content is an `EventConflict`. Events of one deployment must arrive in time
+    with different content (any field) is an `EventConflict`. The customer must be a customer
+    (unknown ids and admins are `UnknownCustomer`). Events of one deployment must arrive in time
     order and follow the lifecycle (created → succeeded|failed, running ⇄ suspended, → deleted);
     otherwise `EventOutOfOrder` / `InvalidTransition` and nothing is written.
     """
     occurred_at = occurred_at.astimezone(UTC).replace(microsecond=0)
-    replay = _replay(session, event_id, deployment_id, customer_id, kind, occurred_at)
+    customer = session.get(User, customer_id)
+    if customer is None or customer.is_admin:
+        session.rollback()
+        raise UnknownCustomer("No such customer.", "customer_id")
+    replay = _replay(session, event_id, deployment_id, customer_id, kind, occurred_at, plan, name)
     if replay is not None:
         return replay
     try:
@@ -322,7 +334,7 @@ def record_deployment_event(
         return recorded
     except IntegrityError:
         session.rollback()
-        replay = _replay(session, event_id, deployment_id, customer_id, kind, occurred_at)
+        replay = _replay(session, event_id, deployment_id, customer_id, kind, occurred_at, plan, name)
         if replay is not None:
             return replay
         raise EventConflict("This deployment was created concurrently by another event.", "deployment_id") from None
@@ -331,20 +343,18 @@ def record_deployment_event(
         raise
 
 
-def _replay(session, event_id, external_id, customer_id, kind, occurred_at) -> RecordedEvent | None:
+def _replay(session, event_id, external_id, customer_id, kind, occurred_at, plan, name) -> RecordedEvent | None:
     event = session.scalar(select(DeploymentEvent).where(DeploymentEvent.event_id == event_id))
     if event is None:
         return None
     deployment = session.get(Deployment, event.deployment_id)
-    if not _same_event(event, deployment, external_id, customer_id, kind, occurred_at):
+    if not _same_event(event, deployment, external_id, customer_id, kind, occurred_at, plan, name):
         raise EventConflict("This event id was already used for a different event.", "event_id")
     return RecordedEvent(deployment, event, False)
 
 
 def _record_new(session, event_id, external_id, customer_id, kind, occurred_at, plan_name, name) -> RecordedEvent:
     if kind == "created":
-        if session.get(User, customer_id) is None:
-            raise UnknownCustomer("No such customer.", "customer_id")
         if not plan_name:
             raise UnknownPlan("A created event needs a plan.", "plan")
         plan = session.scalar(select(Plan).where(Plan.name == plan_name))
@@ -394,7 +404,7 @@ def _record_new(session, event_id, external_id, customer_id, kind, occurred_at, 
         deployment_id=deployment.id,
         kind=kind,
         occurred_at=occurred_at,
-        payload={"plan": plan_name, "name": name} if kind == "created" else None,
+        payload=_event_payload(plan_name, name),
     )
     session.add(event)
     session.flush()

@@ -9,13 +9,16 @@ from app.models.base import Base, UTCDateTime, utcnow
 
 
 class StripeEvent(Base):
-    """One row per Stripe event id ever applied (webhook or reconciliation).
+    """One row per Stripe event id ever received (webhook or reconciliation).
 
     Inserted *first*, in the same transaction as the event's effects: the primary key makes a
     concurrent duplicate wait and then do nothing, so every event is applied exactly once.
+    `outcome` is `applied`, or `ignored` (a type Paydesk does not act on, or a malformed event:
+    `note` says what was wrong, and `id` is derived from the payload when the event's own is unusable).
     """
 
     __tablename__ = "stripe_events"
+    __table_args__ = (CheckConstraint("outcome IN ('applied', 'ignored')", name="outcome"),)
 
     id: Mapped[str] = mapped_column(String(120), primary_key=True)
     type: Mapped[str] = mapped_column(String(80))
@@ -23,6 +26,8 @@ class StripeEvent(Base):
     customer_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     source: Mapped[str] = mapped_column(String(16), default="webhook")  # webhook | reconcile
     processed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    outcome: Mapped[str] = mapped_column(String(16), default="applied", server_default="applied")
+    note: Mapped[str | None] = mapped_column(String(300))
 
 
 class Topup(Base):

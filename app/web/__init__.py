@@ -37,12 +37,21 @@ def register_web(app: Flask) -> None:
     app.jinja_env.globals["card_label"] = card_label
     app.jinja_env.globals["has_endpoint"] = lambda endpoint: endpoint in app.view_functions
 
-    for code in (400, 403, 404, 429, 500):
+    for code in (*ERROR_PAGES, 401, 405, 409, 413, 415, 422):
         app.register_error_handler(code, _error_page(code))
+
+
+ERROR_PAGES = (400, 403, 404, 429, 500)  # statuses with an HTML page; the others answer werkzeug's own
 
 
 def _error_page(code: int):
     def handler(error):
+        from app.web.api import api_error_response, is_api_request
+
+        if is_api_request():  # JSON under /api/v1, whatever the status (routing errors, 413, 500 too)
+            return api_error_response(error, code)
+        if code not in ERROR_PAGES:
+            return error
         description = getattr(error, "description", None)
         return render_template("errors/error.html", code=code, description=description), code
 

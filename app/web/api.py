@@ -1,14 +1,18 @@
 """JSON API for the provisioning platform (/api/v1), documented by /api/v1/openapi.json.
 
-Bearer token (PLATFORM_API_TOKEN, compared in constant time). Every error is JSON
-{"error": ..., "field": ...}; services write nothing when they refuse.
+Bearer token (PLATFORM_API_TOKEN, compared in constant time). Every error under /api/v1 is JSON
+{"error": ..., "field": ...}, whatever its status (`api_error_response`, also used by the app's error
+handlers for routing errors and 500s). Bodies are limited to 64 KiB and checked against the OpenAPI
+schema (app.web.openapi.validate) before any service runs; services write nothing when they refuse.
 """
 
 import hmac
+import json
 from datetime import UTC, datetime
 
 from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import select
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from app.billing import usage
 from app.billing.accounts_view import dashboard_figures
@@ -17,8 +21,17 @@ from app.billing.pricing import list_plans
 from app.extensions import csrf, db
 from app.models.customer import User
 from app.models.usage import EVENT_TYPES, Deployment
-from app.web.openapi import MAX_INT, OPENAPI
+from app.web.openapi import (
+    MAX_BODY_BYTES,
+    MAX_INT,
+    OPENAPI,
+    SchemaViolation,
+    query_parameter_schema,
+    request_body_schema,
+    validate,
+)
 
+API_PREFIX = "/api/v1"
 bp = Blueprint("api", __name__)
 csrf.exempt(bp)
 
@@ -37,6 +50,44 @@ def _api_error(error: ApiError):
     if error.status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="paydesk"'
     return response
+
+
+def is_api_request() -> bool:
+    return request.path == API_PREFIX or request.path.startswith(API_PREFIX + "/")
+
+
+HTTP_MESSAGES = {
+    400: "Bad request.",
+    404: "No such resource.",
+    405: "Method not allowed.",
+    413: f"The body is larger than {MAX_BODY_BYTES // 1024} KiB.",
+    500: "Internal error; nothing was written.",
+}
+
+
+def api_error_response(error: Exception, status: int):
+    """The JSON answer to any error under /api/v1 (routing errors, 413, unexpected exceptions)."""
+    if status >= 500:
+        db.session.rollback()
+    message = HTTP_MESSAGES.get(status) or (error.name if isinstance(error, HTTPException) else "Error") + "."
+    response = jsonify(error=message, field="body" if status == 413 else None)
+    response.status_code = status
+    if isinstance(error, HTTPException) and status == 405:
+        response.headers["Allow"] = ", ".join(error.valid_methods or [])
+    return response
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(error: HTTPException):
+    return api_error_response(error, error.code or 500)
+
+
+@bp.before_request
+def _limit_body():
+    """64 KiB at most: refused before reading when the length is announced, and while reading otherwise."""
+    request.max_content_length = MAX_BODY_BYTES
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise ApiError(413, HTTP_MESSAGES[413], "body")
 
 
 @bp.before_request
@@ -65,17 +116,30 @@ def _customer_id(raw: str) -> int:
     return int(raw)
 
 
-def _string(body: dict, name: str, *, required: bool, max_length: int) -> str | None:
-    value = body.get(name)
-    if value is None:
-        if required:
-            raise ApiError(422, f"{name} is required.", name)
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise ApiError(422, f"{name} must be a non-empty string.", name)
-    if len(value) > max_length or "\x00" in value:
-        raise ApiError(422, f"{name} must be at most {max_length} printable characters.", name)
-    return value
+def _json_object() -> dict:
+    """The request body as a JSON object (400 otherwise; deep nesting is refused, never a RecursionError)."""
+    try:
+        data = request.get_data(cache=True)
+    except RequestEntityTooLarge:
+        raise ApiError(413, HTTP_MESSAGES[413], "body") from None
+    if request.content_length is None and len(data) >= MAX_BODY_BYTES:
+        # a body without a length (chunked) is read up to the limit; reaching it means there was more
+        raise ApiError(413, HTTP_MESSAGES[413], "body")
+    try:
+        body = json.loads(data)
+    except (ValueError, RecursionError):
+        raise ApiError(400, "The body must be a JSON object.", "body") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "The body must be a JSON object.", "body")
+    return body
+
+
+def _checked(path: tuple, instance, field: str = "body"):
+    try:
+        validate(path, instance, field)
+    except SchemaViolation as exc:
+        raise ApiError(422, str(exc), exc.field) from None
+    return instance
 
 
 def _timestamp(value: str, name: str) -> datetime:
@@ -106,24 +170,14 @@ def _deployment_json(deployment: Deployment) -> dict:
 # -------------------------------------------------------------------- routes ---
 @bp.post("/deployment-events")
 def report_deployment_event():
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise ApiError(400, "The body must be a JSON object.", "body")
-    event_id = _string(body, "event_id", required=True, max_length=120)
-    deployment_id = _string(body, "deployment_id", required=True, max_length=120)
-    customer_id = body.get("customer_id")
-    if customer_id is None:
-        raise ApiError(422, "customer_id is required.", "customer_id")
-    if not isinstance(customer_id, int) or isinstance(customer_id, bool) or not 1 <= customer_id <= MAX_INT:
-        raise ApiError(422, "customer_id must be a positive integer.", "customer_id")
-    kind = _string(body, "type", required=True, max_length=20)
-    if kind not in EVENT_TYPES:
+    body = _checked(request_body_schema("DeploymentEventIn"), _json_object())
+    event_id, deployment_id, customer_id = body["event_id"], body["deployment_id"], body["customer_id"]
+    kind, plan, name = body["type"], body.get("plan"), body.get("name")
+    if kind not in EVENT_TYPES:  # the schema's enum; kept in step with the model
         raise ApiError(422, f"type must be one of {', '.join(EVENT_TYPES)}.", "type")
-    occurred_at = _timestamp(_string(body, "occurred_at", required=True, max_length=64), "occurred_at")
-    plan = _string(body, "plan", required=kind == "created", max_length=60)
-    name = body.get("name")
-    if name is not None and (not isinstance(name, str) or len(name) > 200 or "\x00" in name):
-        raise ApiError(422, "name must be a string of at most 200 characters.", "name")
+    if kind == "created" and plan is None:
+        raise ApiError(422, "plan is required for a created event.", "plan")
+    occurred_at = _timestamp(body["occurred_at"], "occurred_at")
     try:
         recorded = usage.record_deployment_event(
             db.session,
@@ -145,8 +199,9 @@ def report_deployment_event():
 def can_deploy_check(raw_customer_id: str):
     customer_id = _customer_id(raw_customer_id)
     plan = request.args.get("plan")
-    if not plan or "\x00" in plan or len(plan) > 60:
+    if plan is None:
         raise ApiError(422, "plan is required (e.g. vm-small-ip).", "plan")
+    _checked(query_parameter_schema("/customers/{customer_id}/can-deploy", "get", "plan"), plan, "plan")
     try:
         decision = can_deploy(db.session, customer_id, plan)
     except UnknownCustomerOrPlan as exc:

@@ -1,9 +1,18 @@
-"""The OpenAPI 3 document of the platform API, served at /api/v1/openapi.json.
+"""The OpenAPI 3 document of the platform API, served at /api/v1/openapi.json, and the one schema
+layer that checks requests against it before anything touches the database.
 
 Tests validate real responses against it (schemathesis), so it must match app/web/api.py.
 """
 
+from functools import cache
+
+import jsonschema_rs
+
 MAX_INT = 2147483647
+MAX_BODY_BYTES = 64 * 1024
+# printable text: no control characters (NUL included), and not only blanks
+PRINTABLE = r"^[^\u0000-\u001f\u007f]*$"
+PRINTABLE_NOT_BLANK = r"^[^\u0000-\u001f\u007f]*[^\s\u0000-\u001f\u007f][^\u0000-\u001f\u007f]*$"
 
 _ERROR = {
     "type": "object",
@@ -15,6 +24,8 @@ _ERROR = {
 def _error_response(description: str) -> dict:
     return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 
+
+_PLAN = {"type": "string", "minLength": 1, "maxLength": 60, "pattern": PRINTABLE_NOT_BLANK}
 
 _CUSTOMER_ID = {
     "name": "customer_id",
@@ -30,7 +41,8 @@ OPENAPI = {
         "version": "1.0.0",
         "description": "For the provisioning platform: report deployment lifecycle events, ask whether a "
         "customer may deploy, read a customer's billing status. Amounts are integers in the currency's minor "
-        "unit; hourly prices are decimal strings with up to 6 places.",
+        "unit; hourly prices are decimal strings with up to 6 places. Every error under /api/v1 is JSON "
+        "`{\"error\": ..., \"field\": ...}`; request bodies are limited to 64 KiB (413).",
     },
     "servers": [{"url": "/api/v1"}],
     "security": [{"bearer": []}],
@@ -41,8 +53,9 @@ OPENAPI = {
                 "summary": "Report one lifecycle event of a deployment (idempotent by event_id).",
                 "description": "Events of one deployment must arrive in time order and follow the lifecycle "
                 "created → succeeded | failed; running → suspended → resumed; any → deleted. An older or "
-                "impossible event is rejected with 409 and nothing is written. Replaying an event id returns "
-                "200 with recorded=false.",
+                "impossible event is rejected with 409 and nothing is written. Replaying an event id with the "
+                "same content returns 200 with recorded=false; the same event id with different content is a "
+                "409. The body is checked against DeploymentEventIn before anything is written.",
                 "requestBody": {
                     "required": True,
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/DeploymentEventIn"}}},
@@ -52,9 +65,10 @@ OPENAPI = {
                     "200": {"description": "Already recorded (replay).", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EventResult"}}}},
                     "400": _error_response("The body is not a JSON object."),
                     "401": _error_response("Missing or wrong bearer token."),
-                    "404": _error_response("Unknown customer."),
+                    "404": _error_response("Unknown customer (or not a customer)."),
                     "409": _error_response("Out of order, impossible transition, or event id reused for another event."),
-                    "422": _error_response("A field is missing or invalid; `field` names it."),
+                    "413": _error_response("The body is larger than 64 KiB."),
+                    "422": _error_response("A field is missing, unknown or invalid; `field` names it."),
                 },
             }
         },
@@ -64,7 +78,7 @@ OPENAPI = {
                 "summary": "May the customer create a deployment of this plan now? Says why when not.",
                 "parameters": [
                     _CUSTOMER_ID,
-                    {"name": "plan", "in": "query", "required": True, "schema": {"type": "string", "minLength": 1, "maxLength": 60}},
+                    {"name": "plan", "in": "query", "required": True, "schema": _PLAN},
                 ],
                 "responses": {
                     "200": {"description": "The decision.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CanDeploy"}}}},
@@ -107,14 +121,16 @@ OPENAPI = {
             "DeploymentEventIn": {
                 "type": "object",
                 "required": ["event_id", "deployment_id", "customer_id", "type", "occurred_at"],
+                "additionalProperties": False,
                 "properties": {
-                    "event_id": {"type": "string", "minLength": 1, "maxLength": 120},
-                    "deployment_id": {"type": "string", "minLength": 1, "maxLength": 120},
+                    "event_id": {"type": "string", "minLength": 1, "maxLength": 120, "pattern": PRINTABLE_NOT_BLANK},
+                    "deployment_id": {"type": "string", "minLength": 1, "maxLength": 120, "pattern": PRINTABLE_NOT_BLANK},
                     "customer_id": {"type": "integer", "minimum": 1, "maximum": MAX_INT},
                     "type": {"type": "string", "enum": ["created", "succeeded", "failed", "suspended", "resumed", "deleted"]},
-                    "occurred_at": {"type": "string", "format": "date-time", "description": "RFC 3339 with offset."},
-                    "plan": {"type": "string", "minLength": 1, "maxLength": 60, "description": "Required for created, e.g. vm-small-ip."},
-                    "name": {"type": "string", "maxLength": 200},
+                    "occurred_at": {"type": "string", "format": "date-time", "maxLength": 64,
+                                    "description": "RFC 3339 with offset."},
+                    "plan": {**_PLAN, "description": "Required for created, e.g. vm-small-ip."},
+                    "name": {"type": "string", "maxLength": 200, "pattern": PRINTABLE},
                 },
             },
             "Deployment": {
@@ -189,3 +205,78 @@ OPENAPI = {
         },
     },
 }
+
+
+# ------------------------------------------------------------- the schema layer ---
+class SchemaViolation(ValueError):
+    """A request part that does not match its schema; `field` names it, the message says what is expected."""
+
+    def __init__(self, message: str, field: str):
+        super().__init__(message)
+        self.field = field
+
+
+def _at(path: tuple) -> dict:
+    node = OPENAPI
+    for key in path:
+        node = node[key]
+    return node
+
+
+@cache
+def _validator(path: tuple):
+    return jsonschema_rs.validator_for(_at(path))
+
+
+def request_body_schema(name: str) -> tuple:
+    return ("components", "schemas", name)
+
+
+def query_parameter_schema(route: str, method: str, name: str) -> tuple:
+    parameters = _at(("paths", route, method, "parameters"))
+    index = next(i for i, p in enumerate(parameters) if p["name"] == name and p["in"] == "query")
+    return ("paths", route, method, "parameters", index, "schema")
+
+
+def validate(path: tuple, instance, field: str = "body") -> None:
+    """Check `instance` against the schema at `path` in the OpenAPI document; raise SchemaViolation
+    naming the first offending field. Messages never echo the input."""
+    error = next(_validator(path).iter_errors(instance), None)
+    if error is None:
+        return
+    schema = _at(path)
+    kind = error.kind
+    if isinstance(kind, jsonschema_rs.ValidationErrorKind.Required):
+        name = str(kind.property)[:60]
+        raise SchemaViolation(f"{name} is required.", name)
+    if isinstance(kind, jsonschema_rs.ValidationErrorKind.AdditionalProperties):
+        name = str(kind.unexpected[0])[:60]
+        allowed = ", ".join(schema.get("properties", {}))
+        raise SchemaViolation(f"Unknown field {name!r}; the fields are: {allowed}.", name)
+    path_in_instance = list(error.instance_path)
+    if path_in_instance and "properties" in schema:
+        name = str(path_in_instance[0])
+        raise SchemaViolation(f"{name} must be {describe(schema['properties'].get(name, {}))}.", name)
+    if schema.get("type") == "object":
+        raise SchemaViolation("The body must be a JSON object.", field)
+    raise SchemaViolation(f"{field} must be {describe(schema)}.", field)
+
+
+def describe(schema: dict) -> str:
+    """What a value of this schema looks like, in words."""
+    if "enum" in schema:
+        return "one of " + ", ".join(str(v) for v in schema["enum"])
+    kind = schema.get("type")
+    if kind == "integer":
+        return f"an integer from {schema.get('minimum', '-inf')} to {schema.get('maximum', 'inf')}"
+    if kind == "string":
+        if schema.get("format") == "date-time":
+            return "an RFC 3339 date-time with an offset, e.g. 2026-11-02T10:00:00Z"
+        text = f"a string of {schema.get('minLength', 0)} to {schema['maxLength']} characters" \
+            if "maxLength" in schema else "a string"
+        if schema.get("pattern") == PRINTABLE_NOT_BLANK:
+            text += ", not blank, without control characters"
+        elif schema.get("pattern") == PRINTABLE:
+            text += " without control characters"
+        return text
+    return f"of type {kind}" if kind else "valid"

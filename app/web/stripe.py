@@ -4,12 +4,14 @@ import logging
 
 from flask import Blueprint, current_app, flash, jsonify, redirect, request, url_for
 from flask_login import current_user
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.billing import cards, topups
 from app.billing.money import format_money
 from app.billing.stripe_events import apply_event
 from app.extensions import csrf, db
 from app.payments import gateway
+from app.payments.event_shape import MalformedEvent
 from app.web.helpers import customer_required
 
 bp = Blueprint("stripe", __name__)
@@ -30,18 +32,29 @@ def checkout_urls(kind: str) -> dict[str, str]:
     }
 
 
+MAX_WEBHOOK_BYTES = 1024 * 1024  # Stripe's events are a few KiB
+
+
 @bp.post("/webhook")
 @csrf.exempt
 def webhook():
+    request.max_content_length = MAX_WEBHOOK_BYTES
+    try:
+        payload = request.get_data()
+    except RequestEntityTooLarge:
+        return jsonify(error=f"payload larger than {MAX_WEBHOOK_BYTES // 1024} KiB"), 413
     try:
         event = gateway.verify_webhook(
-            request.get_data(), request.headers.get("Stripe-Signature"), current_app.config["STRIPE_WEBHOOK_SECRET"]
+            payload, request.headers.get("Stripe-Signature"), current_app.config["STRIPE_WEBHOOK_SECRET"]
         )
     except gateway.InvalidWebhook as exc:
         log.warning("rejected Stripe webhook: %s", exc)
-        return jsonify(error="invalid signature"), 400
+        return jsonify(error="invalid signature or payload"), 400
     try:
-        applied = apply_event(db.session, event)
+        applied = apply_event(db.session, event, payload=payload)
+    except MalformedEvent as exc:
+        log.warning("ignored a malformed Stripe event (recorded as %s): %s", exc.record_id, exc.reason)
+        return jsonify(error=f"malformed event: {exc.reason}", ignored=True), 400
     except gateway.PaymentError:
         log.warning("Stripe event %s could not be applied now; Stripe will retry", event["id"], exc_info=True)
         return jsonify(error="temporarily unavailable"), 503

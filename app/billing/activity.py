@@ -258,6 +258,8 @@ def _ledger_description(kind: str, account: str, amount_cents: int, note: str, i
         return f"Paid {invoice} from your {balance}"
     if kind == "invoice_void_credit":
         return f"Payment on {invoice} returned to your {balance} (invoice voided)"
+    if kind == "credit_note":
+        return f"{note or 'Credit note'}: credited to your {balance}"
     if kind == "card_overpayment":
         return "Card payment no longer due, credited to your cash balance"
     if kind == "admin_adjustment":

@@ -71,6 +71,10 @@ def history(session, factory):
         record_bank_transfer(session, transfer_paid.id, reference="BANK-REF-77")
         post_entry(session, customer_id=customer.id, account="cash", amount_cents=-300, kind="refund",
                    idempotency_key="refund-1", reference="pi_topup_oct", note="Unused balance refunded")
+        # what app.billing.credit_notes writes when a credit note returns a voucher payment
+        post_entry(session, customer_id=customer.id, account="voucher", amount_cents=200, kind="credit_note",
+                   idempotency_key="credit-note:1:voucher", reference="CN-2026-000001",
+                   note=f"Credit note CN-2026-000001 for invoice {cash_paid.number}")
         session.commit()
     return {"customer": customer, "visa": visa, "card_paid": card_paid, "cash_paid": cash_paid,
             "transfer_paid": transfer_paid}
@@ -90,7 +94,7 @@ def test_activity_lists_every_movement_and_card_attempt_with_card_names(app, cli
     response = client.get("/activity")
     html = response.get_data(as_text=True)
     assert response.status_code == 200
-    assert _rows(html) == 9
+    assert _rows(html) == 10
     for text in (
         "Top-up", "+$20.00", "pi_topup_oct",
         "Voucher redeemed", "Voucher balance", "+$10.00",
@@ -101,10 +105,12 @@ def test_activity_lists_every_movement_and_card_attempt_with_card_names(app, cli
         "Card top-up declined: insufficient funds", "pi_topup_declined", "$25.00",
         f"Paid invoice {history['transfer_paid'].number} by bank transfer", "BANK-REF-77", "-$7.00",
         "Refund to your card: Unused balance refunded", "-$3.00",
+        f"Credit note CN-2026-000001 for invoice {history['cash_paid'].number}: credited to your voucher balance",
+        "+$2.00",
     ):
         assert text in html, text
     # newest first: the refund (November, last) before the top-up (October, first)
-    assert html.index("Refund to your card") < html.index("pi_topup_oct")
+    assert html.index("Refund to your card") < html.index('<span class="activity-description">Top-up</span>')
     assert 'id="nav-customer-activity"' in html
 
 
@@ -113,7 +119,7 @@ def test_activity_filters_by_month_and_refuses_a_bad_month_without_a_5xx(app, cl
     october = client.get("/activity?month=2026-10").get_data(as_text=True)
     assert _rows(october) == 4 and "pi_topup_oct" in october and "Visa ending 4242" not in october
     november = client.get("/activity?month=2026-11").get_data(as_text=True)
-    assert _rows(november) == 5 and "Visa ending 4242" in november and "Voucher redeemed" not in november
+    assert _rows(november) == 6 and "Visa ending 4242" in november and "Voucher redeemed" not in november
     assert _rows(client.get("/activity?month=2026-09").get_data(as_text=True)) == 0
     for bad in ("2026-13", "9999-12", "2026-1", "<script>", "x" * 5000):
         response = client.get("/activity", query_string={"month": bad})
@@ -157,7 +163,7 @@ def test_activity_csv_export_is_neutralised_and_never_cached(app, client, histor
     assert paid["amount"] == "-15.00" and paid["account"] == "Cash balance"
 
     everything = list(csv.DictReader(io.StringIO(client.get("/activity.csv").get_data(as_text=True))))
-    assert len(everything) == 9
+    assert len(everything) == 10
     declined = next(r for r in everything if r["status"] == "declined" and r["reference"] == "pi_declined_1")
     assert declined["account"] == "Visa ending 4242" and declined["amount"] == "0.00"
     assert declined["attempted_amount"] == "40.00"

@@ -19,7 +19,10 @@ def register_cli(app: Flask) -> None:
     @click.option("--email", prompt=True)
     @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
     def create_admin(email: str, password: str):
-        """Create an admin account."""
+        """Create an admin account (the email must pass the login form's own checks)."""
+        problems = login_form_email_errors(email)
+        if problems:
+            raise click.ClickException(f"{email!r} cannot log in: {' '.join(problems)}")
         if len(password) < accounts.MIN_PASSWORD_LENGTH:
             raise click.ClickException(f"password must have at least {accounts.MIN_PASSWORD_LENGTH} characters")
         try:
@@ -86,3 +89,16 @@ def register_cli(app: Flask) -> None:
                 click.echo(f"credit note suggested: invoice {s.invoice_number} customer {s.customer_id}: {lines} "
                            f"(before tax {format_money(s.amount_cents)}) -> {link}")
         click.echo(f"recompute-usage {period}: credit notes suggested={len(suggestions)}")
+
+
+def login_form_email_errors(email: str) -> list[str]:
+    """What the login form would say about this email (its very validators), so that an account
+    made from the command line is one that can log in."""
+    from werkzeug.datastructures import MultiDict
+
+    from app.web.forms import LoginForm
+
+    with current_app.test_request_context():
+        form = LoginForm(formdata=MultiDict({"email": email, "password": "-"}), meta={"csrf": False})
+        form.email.validate(form)
+        return list(form.email.errors)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -150,6 +150,39 @@ def change_price(
         {"hourly_price": str(before.hourly_price) if before else None},
         {"hourly_price": str(price), "effective_at": effective_at.isoformat(), "price_version_id": version.id},
     )
+    session.commit()
+    return version
+
+
+class PriceAlreadyInEffect(PricingError):
+    def __init__(self):
+        super().__init__("This price is already in effect (or no longer exists); it cannot be cancelled.")
+
+
+def cancel_scheduled_price(session: Session, actor_id: int | None, plan_id: int, version_id: int,
+                           now: datetime | None = None) -> PlanPrice:
+    """Withdraw a price version that has not taken effect yet; audited; commits.
+
+    The version is removed in one guarded statement (`effective_at > now`), so a version that took
+    effect meanwhile is never touched: no deployment can have snapshotted a price that was never in
+    force, and nothing else refers to a version. Raises PriceAlreadyInEffect otherwise."""
+    now = now or utcnow()
+    version = session.scalar(
+        select(PlanPrice).where(PlanPrice.id == version_id, PlanPrice.plan_id == plan_id).with_for_update()
+    )
+    if version is None or version.effective_at <= now:
+        session.rollback()
+        raise PriceAlreadyInEffect()
+    snapshot = {"hourly_price": str(version.hourly_price), "effective_at": version.effective_at.isoformat(),
+                "price_version_id": version.id}
+    session.expunge(version)  # handed back detached, with its values, after the row is gone
+    deleted = session.execute(
+        delete(PlanPrice).where(PlanPrice.id == version.id, PlanPrice.effective_at > now)
+    ).rowcount
+    if deleted != 1:
+        session.rollback()
+        raise PriceAlreadyInEffect()
+    record_audit(session, actor_id, "plan.price_cancel", "plan", plan_id, snapshot, {"cancelled": True})
     session.commit()
     return version
 

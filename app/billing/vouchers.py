@@ -28,7 +28,7 @@ import hashlib
 import math
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from limits import parse as parse_limit
 from limits.strategies import MovingWindowRateLimiter
@@ -114,6 +114,17 @@ def normalise_code(text: str | None) -> str:
 
 def format_code(canonical: str) -> str:
     return "-".join(canonical[i : i + GROUP_SIZE] for i in range(0, len(canonical), GROUP_SIZE))
+
+
+def valid_until_text(expires_at: datetime | None) -> str:
+    """An expiry as the admin entered it: a voucher "valid until 2026-12-31 (inclusive)" is stored
+    as expiring at 2027-01-01 00:00 UTC and shown as the inclusive day again."""
+    if expires_at is None:
+        return "never"
+    moment = expires_at.astimezone(UTC)
+    if moment.time() == datetime.min.time():
+        return f"{moment - timedelta(days=1):%Y-%m-%d} (inclusive)"
+    return f"{moment:%Y-%m-%d %H:%M} UTC"
 
 
 def code_hash(canonical: str) -> str:
@@ -396,7 +407,8 @@ def retry_message(seconds: int) -> str:
 
 
 # ------------------------------------------------------------------ demo ---
-DEMO_VOUCHER_CODE = "DEMO-2026-PAYD-ESK0-C0DE"
+# Printed exactly as stored (and listed): "O" folds to "0" in codes, so the demo code is spelt with 0.
+DEMO_VOUCHER_CODE = "DEM0-2026-PAYD-ESK0-C0DE"
 
 
 def ensure_demo_voucher(session: Session, actor_id: int | None = None) -> str:

@@ -4,6 +4,7 @@ from flask import Flask, render_template
 
 from app.billing.card_labels import card_label
 from app.billing.money import format_money, format_unit_price
+from app.billing.vouchers import valid_until_text
 from app.extensions import db, login_manager
 from app.models import User
 from app.web.helpers import is_htmx
@@ -33,6 +34,7 @@ def register_web(app: Flask) -> None:
 
     app.jinja_env.filters["money"] = lambda cents: format_money(cents)
     app.jinja_env.filters["unit_price"] = lambda price: format_unit_price(price)
+    app.jinja_env.filters["valid_until"] = valid_until_text
     app.jinja_env.globals["is_htmx"] = is_htmx
     app.jinja_env.globals["card_label"] = card_label
     app.jinja_env.globals["has_endpoint"] = lambda endpoint: endpoint in app.view_functions

@@ -27,8 +27,8 @@ def travel(moment: datetime):
 
 
 def _issue_by_hand(client, customer, period):
-    token = get_csrf(client, "/admin/pricing")
-    return client.post("/admin/pricing/usage-invoice",
+    token = get_csrf(client, "/admin/invoices")
+    return client.post("/admin/invoices/issue",
                        data={"customer_email": customer.email, "period": period, "csrf_token": token})
 
 
@@ -66,7 +66,7 @@ def test_the_five_second_vm_invoiced_this_month_bills_five_seconds_next_month_is
     with travel(now):
         run_deployment(session, customer, "vm-5s", "vm-large", "2026-11-21T11:59:55")
         login(client, admin.email, "admin-password-1")
-        form = client.get("/admin/pricing").get_data(as_text=True)
+        form = client.get("/admin/invoices").get_data(as_text=True)
         assert "month to date, up to now" in form
 
         issued = _issue_by_hand(client, customer, "2026-11")

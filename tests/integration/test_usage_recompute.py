@@ -41,10 +41,10 @@ def test_admin_issues_one_customers_invoice_for_a_period_and_it_is_audited(clien
     make_plan(session)
     run_deployment(session, customer, "a", "vm-small", "2026-10-01T00:00:00", "2026-10-02T00:00:00")
     login(client, admin.email, "admin-password-1")
-    token = get_csrf(client, "/admin/pricing")
+    token = get_csrf(client, "/admin/invoices")
     data = {"customer_email": customer.email, "period": "2026-10", "csrf_token": token}
-    assert client.post("/admin/pricing/usage-invoice", data=data).status_code == 303
-    again = client.post("/admin/pricing/usage-invoice", data=data)
+    assert client.post("/admin/invoices/issue", data=data).status_code == 303
+    again = client.post("/admin/invoices/issue", data=data)
     assert again.status_code == 422 and "already has an invoice" in again.get_data(as_text=True)
     session.expire_all()
     invoice = session.scalar(select(Invoice))

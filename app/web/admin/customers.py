@@ -6,6 +6,7 @@ import secrets
 from flask import abort, flash, redirect, request, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
+from jinja2_fragments.flask import render_block
 from sqlalchemy import func, or_, select
 from wtforms import HiddenField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length
@@ -17,7 +18,7 @@ from app.billing.money_input import configured_max_cents, parse_money_cents
 from app.extensions import db
 from app.models import Card, Invoice, LedgerEntry, User
 from app.web.admin import bp
-from app.web.helpers import admin_required, render_page_or_block
+from app.web.helpers import admin_required, is_htmx, render_page_or_block
 
 PAGE_SIZE = 50
 
@@ -85,18 +86,27 @@ def customer_detail(customer_id: int):
 def adjust_balance(customer_id: int):
     customer = _customer_or_404(customer_id)
     form = AdjustmentForm()
-    if not form.validate_on_submit():
+    valid = form.validate_on_submit()
+    amount = None
+    if form.amount.data:  # parsed even when another field is wrong: every field's errors at once
+        try:
+            amount = parse_money_cents(form.amount.data, min_cents=1, allow_negative=True,
+                                       max_cents=configured_max_cents("ADJUSTMENT_MAX_CENTS", 10_000_000))
+        except InvalidAmount as exc:
+            form.amount.errors = [*form.amount.errors, str(exc)]
+    if not valid or amount is None:
         return _render_detail(customer, form, 400)
     try:
-        amount = parse_money_cents(form.amount.data, min_cents=1, allow_negative=True,
-                                   max_cents=configured_max_cents("ADJUSTMENT_MAX_CENTS", 10_000_000))
         adjust_cash_balance(db.session, actor_id=current_user.id, customer_id=customer.id, amount_cents=amount,
                             reason=form.reason.data, request_key=form.request_key.data or secrets.token_urlsafe(16))
-    except InvalidAmount as exc:
-        form.amount.errors.append(str(exc))
-        return _render_detail(customer, form, 400)
     except AdjustmentError as exc:
         form.amount.errors.append(str(exc))
         return _render_detail(customer, form, 409)
     flash(f"Adjusted the cash balance of {customer.email} by {format_money(amount)}.", "success")
+    if is_htmx():
+        # in place: a fresh form, the figures as an out-of-band swap, the flash
+        db.session.refresh(customer)
+        body, _ = _render_detail(customer, AdjustmentForm(formdata=None))
+        figures = render_block("admin/customer_detail.html", "customer_figures", customer=customer, oob=True)
+        return body + figures, 200
     return redirect(url_for("admin.customer_detail", customer_id=customer.id), 303)

@@ -8,8 +8,9 @@ from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import func, select
 from wtforms import StringField, TextAreaField
-from wtforms.validators import Length, Optional
+from wtforms.validators import DataRequired, Length, Optional, Regexp
 
+from app.billing import monthly
 from app.billing.card_labels import card_label
 from app.billing.invoice_document import invoice_document
 from app.billing.invoices import InvoiceError, record_bank_transfer, void_invoice
@@ -28,6 +29,13 @@ PAGE_SIZE = 50
 
 class VoidForm(FlaskForm):
     reason = TextAreaField("Reason", validators=[Optional(), Length(max=2000)])
+
+
+class UsageInvoiceForm(FlaskForm):
+    customer_email = StringField("Customer email", id="issue-customer-email", validators=[DataRequired(message="Enter the customer's email."),
+                                                               Length(max=320)])
+    period = StringField("Period", id="issue-period", validators=[DataRequired(message="Enter a period."),
+                                               Regexp(r"^\d{4}-\d{2}$", message="Use YYYY-MM.")])
 
 
 class BankTransferForm(FlaskForm):
@@ -63,6 +71,10 @@ def _filtered_query(args):
 @bp.get("/invoices")
 @admin_required
 def invoices():
+    return _render_list()
+
+
+def _render_list(invoice_form: UsageInvoiceForm | None = None, status: int = 200):
     page = max(request.args.get("page", 1, type=int) or 1, 1)
     query = _filtered_query(request.args)
     total = db.session.scalar(select(func.count()).select_from(query.subquery()))
@@ -75,7 +87,8 @@ def invoices():
         "admin/invoices.html", "invoice_table", invoices=rows, emails=emails, states=INVOICE_STATES,
         args=request.args, page=page, pages=max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1), total=total,
         credit_notes=credit_notes, credit_note_total=credit_note_total,
-    )
+        invoice_form=invoice_form or UsageInvoiceForm(formdata=None),
+    ), status
 
 
 @bp.get("/invoices.csv")
@@ -181,3 +194,30 @@ def mark_paid(invoice_id: int):
         return _render_detail(db.session.get(Invoice, invoice_id), transfer_form=form, status=409)
     flash(f"Recorded a bank transfer of {format_money(payment.amount_cents)}.", "success")
     return redirect(url_for("admin.invoice_detail", invoice_id=invoice_id), 303)
+
+
+@bp.post("/invoices/issue")
+@admin_required
+def issue_invoice():
+    """Issue one customer's usage invoice for a period by hand (the rules are app.billing.monthly's)."""
+    form = UsageInvoiceForm()
+    if form.validate_on_submit():
+        customer = db.session.scalar(
+            select(User).where(func.lower(User.email) == form.customer_email.data.strip().lower(),
+                               User.is_admin.is_(False))
+        )
+        if customer is None:
+            form.customer_email.errors = [*form.customer_email.errors, "No customer with that email."]
+        else:
+            try:
+                invoice = monthly.issue_customer_invoice(db.session, customer.id, form.period.data,
+                                                         actor_id=current_user.id)
+            except (monthly.InvoicingError, ValueError) as exc:
+                form.period.errors = [*form.period.errors, str(exc)]
+            else:
+                what = form.period.data
+                if monthly.is_month_to_date(invoice):
+                    what += f", month to date up to {invoice.period_end:%Y-%m-%d %H:%M:%S} UTC (the rest is billed later)"
+                flash(f"Invoice {invoice.number} issued to {customer.email} for {what}.", "success")
+                return redirect(url_for("admin.invoice_detail", invoice_id=invoice.id), 303)
+    return _render_list(invoice_form=form, status=422)

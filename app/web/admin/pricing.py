@@ -1,20 +1,19 @@
-"""Admin pricing pages: plans, price versions and history; issuing a customer's usage invoice by hand."""
+"""Admin pricing pages: plans, price versions and history."""
 
 from datetime import UTC, datetime
 
 from flask import abort, flash, redirect, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from sqlalchemy import func, select
 from wtforms import BooleanField, SelectField, StringField
-from wtforms.validators import DataRequired, Length, Optional, Regexp
+from wtforms.validators import DataRequired, Length, Optional
 
-from app.billing import monthly, pricing
+from app.billing import pricing
+from app.billing.money import format_unit_price
 from app.extensions import db
-from app.models import User
 from app.models.usage import PLAN_KINDS, PLAN_SIZES, Plan
 from app.web.admin import bp
-from app.web.helpers import admin_required, render_page_or_block
+from app.web.helpers import admin_required, is_htmx, render_page_or_block
 
 EFFECTIVE_FORMATS = ("%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S")
 
@@ -32,11 +31,6 @@ class PlanForm(FlaskForm):
     hourly_price = StringField("Hourly price", validators=[DataRequired(message="Enter a price.")])
 
 
-class UsageInvoiceForm(FlaskForm):
-    customer_email = StringField("Customer email", validators=[DataRequired(message="Enter the customer's email.")])
-    period = StringField("Period", validators=[DataRequired(), Regexp(r"^\d{4}-\d{2}$", message="Use YYYY-MM.")])
-
-
 def _parse_effective(text: str | None) -> datetime | None:
     if not text:
         return None
@@ -48,13 +42,12 @@ def _parse_effective(text: str | None) -> datetime | None:
     raise pricing.InvalidPrice("Effective time must look like 2026-11-01T00:00 (UTC).")
 
 
-def _render_index(plan_form=None, invoice_form=None, status=200):
+def _render_index(plan_form=None, status=200):
     return render_page_or_block(
         "admin/pricing.html",
         "plans",
         rows=pricing.list_plans(db.session),
         plan_form=plan_form or PlanForm(),
-        invoice_form=invoice_form or UsageInvoiceForm(),
     ), status
 
 
@@ -111,41 +104,43 @@ def pricing_plan(plan_id: int):
 def change_price(plan_id: int):
     plan = _plan_or_404(plan_id)
     form = PriceForm()
-    if form.validate_on_submit():
+    valid = form.validate_on_submit()
+    # every field parsed, so that each one's errors show at once
+    price = effective_at = None
+    if form.hourly_price.data:
         try:
-            version = pricing.change_price(
-                db.session, current_user.id, plan.id, form.hourly_price.data, _parse_effective(form.effective_at.data)
-            )
+            price = pricing.parse_hourly_price(form.hourly_price.data)
+        except pricing.PricingError as exc:
+            form.hourly_price.errors = [*form.hourly_price.errors, str(exc)]
+    try:
+        effective_at = _parse_effective(form.effective_at.data)
+    except pricing.PricingError as exc:
+        form.effective_at.errors = [*form.effective_at.errors, str(exc)]
+    if valid and price is not None and not form.effective_at.errors:
+        try:
+            version = pricing.change_price(db.session, current_user.id, plan.id, price, effective_at)
         except pricing.PricingError as exc:
             form.hourly_price.errors = [*form.hourly_price.errors, str(exc)]
         else:
-            flash(f"{plan.name}: {version.hourly_price:.6f} per hour from "
+            flash(f"{plan.name}: {format_unit_price(version.hourly_price)} per hour from "
                   f"{version.effective_at:%Y-%m-%d %H:%M} UTC.", "success")
             return redirect(url_for("admin.pricing_plan", plan_id=plan.id), 303)
     return _render_plan(plan, form, status=422)
 
 
-@bp.post("/pricing/usage-invoice")
+@bp.post("/pricing/<int:plan_id>/prices/<int:version_id>/cancel")
 @admin_required
-def issue_usage_invoice():
-    form = UsageInvoiceForm()
-    if form.validate_on_submit():
-        customer = db.session.scalar(
-            select(User).where(func.lower(User.email) == form.customer_email.data.strip().lower(),
-                               User.is_admin.is_(False))
-        )
-        if customer is None:
-            form.customer_email.errors = [*form.customer_email.errors, "No customer with that email."]
-        else:
-            try:
-                invoice = monthly.issue_customer_invoice(db.session, customer.id, form.period.data,
-                                                         actor_id=current_user.id)
-            except (monthly.InvoicingError, ValueError) as exc:
-                form.period.errors = [*form.period.errors, str(exc)]
-            else:
-                what = form.period.data
-                if monthly.is_month_to_date(invoice):
-                    what += f", month to date up to {invoice.period_end:%Y-%m-%d %H:%M:%S} UTC (the rest is billed later)"
-                flash(f"Invoice {invoice.number} issued to {customer.email} for {what}.", "success")
-                return redirect(url_for("admin.pricing"), 303)
-    return _render_index(invoice_form=form, status=422)
+def cancel_price(plan_id: int, version_id: int):
+    plan = _plan_or_404(plan_id)
+    try:
+        version = pricing.cancel_scheduled_price(db.session, current_user.id, plan.id, version_id)
+    except pricing.PriceAlreadyInEffect as exc:
+        flash(str(exc), "error")
+        status = 409
+    else:
+        flash(f"{plan.name}: the price of {format_unit_price(version.hourly_price)} per hour scheduled for "
+              f"{version.effective_at:%Y-%m-%d %H:%M} UTC was cancelled.", "success")
+        status = 200
+    if is_htmx():
+        return _render_plan(plan, PriceForm(formdata=None), status=status)
+    return redirect(url_for("admin.pricing_plan", plan_id=plan.id), 303)

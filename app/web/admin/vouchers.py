@@ -63,13 +63,15 @@ def vouchers():
 @admin_required
 def create_vouchers():
     form = VoucherBatchForm()
-    if not form.validate_on_submit():
-        return _render_index(form, 400)
-    try:
-        value_cents = parse_money_cents(form.value.data, min_cents=1,
-                                        max_cents=configured_max_cents("VOUCHER_VALUE_MAX_CENTS", 100_000))
-    except InvalidAmount as exc:
-        form.value.errors.append(str(exc))
+    valid = form.validate_on_submit()
+    value_cents = None
+    if form.value.data:  # parsed even when another field is wrong: every field's errors at once
+        try:
+            value_cents = parse_money_cents(form.value.data, min_cents=1,
+                                            max_cents=configured_max_cents("VOUCHER_VALUE_MAX_CENTS", 100_000))
+        except InvalidAmount as exc:
+            form.value.errors = [*form.value.errors, str(exc)]
+    if not valid or value_cents is None:
         return _render_index(form, 400)
     expires_at = None
     if form.valid_until.data:

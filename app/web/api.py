@@ -8,10 +8,12 @@ schema (app.web.openapi.validate) before any service runs; services write nothin
 
 import hmac
 import json
+import logging
 from datetime import UTC, datetime
 
 from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from app.billing import usage
@@ -32,6 +34,7 @@ from app.web.openapi import (
 )
 
 API_PREFIX = "/api/v1"
+log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
 csrf.exempt(bp)
 
@@ -66,9 +69,12 @@ HTTP_MESSAGES = {
 
 
 def api_error_response(error: Exception, status: int):
-    """The JSON answer to any error under /api/v1 (routing errors, 413, unexpected exceptions)."""
-    if status >= 500:
+    """The JSON answer to any error under /api/v1 (routing errors, 413, unexpected exceptions). The
+    session is rolled back first, and building this answer never raises."""
+    try:
         db.session.rollback()
+    except SQLAlchemyError:
+        log.warning("rollback before an API error answer failed", exc_info=True)
     message = HTTP_MESSAGES.get(status) or (error.name if isinstance(error, HTTPException) else "Error") + "."
     response = jsonify(error=message, field="body" if status == 413 else None)
     response.status_code = status
@@ -118,6 +124,8 @@ def _customer_id(raw: str) -> int:
 
 def _json_object() -> dict:
     """The request body as a JSON object (400 otherwise; deep nesting is refused, never a RecursionError)."""
+    if not request.is_json:
+        raise ApiError(400, "The body must be a JSON object (Content-Type: application/json).", "body")
     try:
         data = request.get_data(cache=True)
     except RequestEntityTooLarge:

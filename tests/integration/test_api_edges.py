@@ -77,6 +77,7 @@ def test_every_error_status_under_the_api_is_json(app, client, session, factory,
     customer = factory.customer()
     make_plan(session)
     _json_error(_raw(client, b"not json"), 400, "body")
+    _json_error(client.post(EVENTS, data={"event_id": "e1"}, headers=AUTH), 400, "body")  # a form is no JSON
     _json_error(client.get("/api/v1/plans"), 401, "Authorization")
     _json_error(client.get("/api/v1/no-such-thing", headers=AUTH), 404)
     _json_error(client.get("/api/v1", headers=AUTH), 404)

@@ -1,5 +1,5 @@
 """The customer's activity (SPEC §15): every movement of their money and every card attempt, newest
-first, in one query.
+first: one query for a page's rows (plus one count per source for the pager).
 
 Sources, each read through its (customer_id, created_at) index:
 - ledger entries: top-ups, voucher redemptions, invoice payments from the cash and voucher balances,

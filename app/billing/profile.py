@@ -120,7 +120,7 @@ def validate_profile(profile: BillingProfile) -> BillingProfile:
     for key, limit in LIMITS.items():
         if key != "vat_id" and len(values[key]) > limit:
             errors[key] = f"At most {limit} characters."
-        elif any(ord(ch) < 32 and ch != "\n" for ch in values[key]):
+        elif any(ord(ch) < 32 and not (ch == "\n" and key == "address") for ch in values[key]):
             errors[key] = "Remove the control characters."
     if values["country"] and values["country"] not in dict(countries()):
         errors["country"] = "Choose a country from the list."

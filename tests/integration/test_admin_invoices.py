@@ -33,6 +33,7 @@ def test_invoice_list_filters_and_exports_csv(admin_client, session, factory):
     response = admin_client.get("/admin/invoices.csv?customer=bob")
     rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
     assert [(r["number"], r["email"], r["total"], r["due"]) for r in rows] == [(b.number, "bob@example.com", "25.00", "25.00")]
+    assert [r["due_date"] for r in rows] == [b.due_at.date().isoformat()]
 
 
 def test_admin_voids_an_open_invoice_and_it_is_audited(admin_client, session, factory):

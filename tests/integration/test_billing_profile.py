@@ -88,10 +88,11 @@ def test_a_bad_vat_id_gets_a_clear_message_and_nothing_is_written(app, session, 
 def test_every_bad_field_is_reported_at_once(app, session, factory, client):
     customer = factory.customer()
     login(client, customer.email)
-    response = _post_profile(client, name="x" * 201, country="XX", postcode="1" * 21)
+    response = _post_profile(client, name="x" * 201, country="XX", postcode="1" * 21, city="Ber\nlin")
     html = response.get_data(as_text=True)
     assert response.status_code == 400
     assert "At most 200 characters." in html and "At most 20 characters." in html
+    assert "Remove the control characters." in html
     assert "Choose a country from the list." in html
     session.expire_all()
     assert session.get(User, customer.id).name is None

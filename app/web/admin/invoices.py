@@ -95,7 +95,7 @@ def _render_list(invoice_form: UsageInvoiceForm | None = None, status: int = 200
 @admin_required
 def invoices_csv():
     header = ["number", "customer_id", "email", "state", "issued_at", "billing_period", "currency",
-              "subtotal", "tax", "total", "paid", "due"]
+              "subtotal", "tax", "total", "paid", "due", "due_date", "buyer_vat_id", "reverse_charge"]
     rows = (
         [
             invoice.number, invoice.customer_id, email, invoice.state,
@@ -103,6 +103,8 @@ def invoices_csv():
             invoice.currency, _plain_amount(invoice.subtotal_cents), _plain_amount(invoice.tax_cents),
             _plain_amount(invoice.total_cents), _plain_amount(invoice.paid_cents),
             _plain_amount(invoice.amount_due_cents),
+            invoice.due_at.date().isoformat() if invoice.due_at else "", invoice.buyer_vat_id or "",
+            "yes" if invoice.reverse_charge else "no",
         ]
         for invoice, email in db.session.execute(_filtered_query(request.args).add_columns(User.email))
     )

@@ -4,7 +4,7 @@ import logging
 
 from flask import Flask
 
-from app.config import load_config
+from app.config import ensure_secret_key, load_config
 from app.extensions import csrf, db, limiter, login_manager
 
 
@@ -13,6 +13,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     app.config.update(load_config())
     if overrides:
         app.config.update(overrides)
+    ensure_secret_key(app.config)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
 

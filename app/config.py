@@ -35,7 +35,7 @@ class Setting:
 
 # Documented in the README's configuration table (kept in sync by tests/unit/test_config.py).
 SETTINGS = [
-    Setting("SECRET_KEY", "random per process", "Flask session/CSRF signing key. Required in production."),
+    Setting("SECRET_KEY", "(required)", "Flask session/CSRF signing key. The app refuses to start without it unless debugging or testing; `bin/dev` keeps a random one in `instance/secret_key`."),
     Setting("DATABASE_URL", "sqlite:///instance/paydesk.sqlite3", "SQLAlchemy URL; PostgreSQL in production."),
     Setting("REDIS_URL", "(unset)", "Redis for RQ jobs and rate limits. Unset = jobs run in-process."),
     Setting("JOBS_MODE", "rq if REDIS_URL else inline", "`rq` enqueues to Redis; `inline` runs jobs in a background thread."),
@@ -74,6 +74,8 @@ SETTINGS = [
     Setting("PAYMENT_TERMS_DAYS", "14", "Days after issue an invoice is due (its due date, fixed at issue)."),
     Setting("RATELIMIT_STORAGE_URI", "REDIS_URL or memory://", "Flask-Limiter storage."),
     Setting("SESSION_COOKIE_SECURE", "true unless BASE_URL is http", "Send the session cookie over HTTPS only."),
+    Setting("SESSION_IDLE_MINUTES", "30", "A session unused this long ends (the next request must log in again)."),
+    Setting("SESSION_MAX_HOURS", "12", "A session ends this long after its login, used or not."),
 ]
 
 
@@ -83,7 +85,7 @@ def load_config() -> dict:
     redis_url = _env("REDIS_URL")
     base_url = _env("BASE_URL", "http://127.0.0.1:5000").rstrip("/")
     return {
-        "SECRET_KEY": _env("SECRET_KEY") or secrets.token_hex(32),
+        "SECRET_KEY": _env("SECRET_KEY"),
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
         "JOBS_MODE": _env("JOBS_MODE", "rq" if redis_url else "inline"),
@@ -127,4 +129,27 @@ def load_config() -> dict:
         "REMEMBER_COOKIE_SECURE": _bool("SESSION_COOKIE_SECURE", base_url.startswith("https://")),
         "REMEMBER_COOKIE_HTTPONLY": True,
         "WTF_CSRF_TIME_LIMIT": None,
+        "SESSION_IDLE_MINUTES": _int("SESSION_IDLE_MINUTES", 30),
+        "SESSION_MAX_HOURS": _int("SESSION_MAX_HOURS", 12),
+        # Flask-Limiter's 429s say when to come back (Retry-After).
+        "RATELIMIT_HEADERS_ENABLED": True,
     }
+
+
+class MissingSecretKey(RuntimeError):
+    pass
+
+
+def ensure_secret_key(config) -> None:
+    """Production refuses to start without SECRET_KEY: a guessable or per-process key would let
+    anyone forge sessions, or log everyone out on each restart. Debugging and tests may run with
+    a random key for the process; `bin/dev` keeps a random one in instance/ across restarts."""
+    if config.get("SECRET_KEY"):
+        return
+    if config.get("DEBUG") or config.get("TESTING"):
+        config["SECRET_KEY"] = secrets.token_hex(32)
+        return
+    raise MissingSecretKey(
+        "SECRET_KEY is not set. Set it to a long random value (e.g. `python -c 'import secrets; "
+        "print(secrets.token_hex(32))'`); bin/dev does this for you in instance/secret_key."
+    )

@@ -9,7 +9,9 @@ from jobs.queue import enqueue
 from jobs.runtime import job_session, worker_app
 
 
-def send_password_reset_email(user_id: int, token: str) -> None:
+def _send_account_link(user_id: int, endpoint: str, token: str | None, subject: str, template: str,
+                       **context) -> None:
+    """A mail about the account, with a link built on BASE_URL (`token` goes into the link)."""
     with job_session() as session:
         user = session.get(User, user_id)
         if user is None:
@@ -18,9 +20,31 @@ def send_password_reset_email(user_id: int, token: str) -> None:
 
         base = current_app.config["BASE_URL"]
         with current_app.test_request_context(base_url=base):
-            link = url_for("auth.reset_password", token=token, _external=True)
-            msg = build_message(user.email, "Reset your Paydesk password", "password_reset", link=link, user=user)
+            link = url_for(endpoint, token=token, _external=True) if token else url_for(endpoint, _external=True)
+            reset_link = url_for("auth.forgot_password", _external=True)
+            msg = build_message(user.email, subject, template, link=link, reset_link=reset_link, user=user,
+                                **context)
         send_message(msg)
+
+
+def send_password_reset_email(user_id: int, token: str) -> None:
+    _send_account_link(user_id, "auth.reset_password", token, "Reset your Paydesk password", "password_reset")
+
+
+def send_verification_email(user_id: int, token: str) -> None:
+    _send_account_link(user_id, "auth.verify_email", token, "Confirm your email for Paydesk", "verify_email")
+
+
+def send_password_changed_email(user_id: int, how: str) -> None:
+    """A security notice after a password change or reset (ASVS 2.2.3); always sent."""
+    _send_account_link(user_id, "auth.forgot_password", None, "Your Paydesk password was changed",
+                       "password_changed", how=how)
+
+
+def send_signup_attempt_email(user_id: int) -> None:
+    """Someone signed up with an email that already has an account: tell its owner (the sign-up
+    page itself answered exactly as for a new email)."""
+    _send_account_link(user_id, "auth.login", None, "Someone tried to sign up with your email", "signup_attempt")
 
 
 # Failed sends are retried by RQ with these delays (seconds); the job raises on SMTP failure.

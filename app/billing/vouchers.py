@@ -25,13 +25,10 @@ Redemption guarantees, enforced by PostgreSQL (not by reading then writing in Py
 
 import base64
 import hashlib
-import math
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from limits import parse as parse_limit
-from limits.strategies import MovingWindowRateLimiter
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -42,6 +39,7 @@ from app.billing.ledger import post_entry
 from app.billing.money import format_money
 from app.billing.money_input import MAX_CENTS, configured_max_cents
 from app.billing.settlement_requests import request_settlement
+from app.billing.throttle import Throttle
 from app.models.base import utcnow
 from app.models.voucher import Voucher, VoucherBatch, VoucherRedemption
 
@@ -369,41 +367,15 @@ def _raise_if_unusable(session: Session, voucher: Voucher, customer_id: int, now
 
 
 # -------------------------------------------------------------- throttle ---
-class RedemptionThrottle:
-    """Failed redemptions are limited per key (customer, IP): `limit` failures in a moving window.
-
-    Only failures count (so a customer redeeming many valid vouchers is never blocked), but a
-    limited key is refused before the code is even looked at — a valid code too. The counters
-    live in Flask-Limiter's storage (Redis in production, memory in the embedded default).
-    """
-
-    NAMESPACE = "voucher-redeem-failures"
-
-    def __init__(self, storage, limit: str = "10 per 10 minutes"):
-        self.limit = parse_limit(limit)
-        self.strategy = MovingWindowRateLimiter(storage)
-
-    def retry_after_seconds(self, keys: list[str]) -> int | None:
-        """Seconds until every key may try again, or None when none is limited."""
-        waits = []
-        for key in keys:
-            if not self.strategy.test(self.limit, self.NAMESPACE, key):
-                reset_at = self.strategy.get_window_stats(self.limit, self.NAMESPACE, key).reset_time
-                waits.append(max(1, math.ceil(reset_at - _epoch_now())))
-        return max(waits) if waits else None
-
-    def record_failure(self, keys: list[str]) -> None:
-        for key in keys:
-            self.strategy.hit(self.limit, self.NAMESPACE, key)
+def redemption_throttle(storage) -> Throttle:
+    """Failed redemptions, per customer and per IP (SPEC §5). Only failures count, so redeeming
+    many valid vouchers is never blocked; a limited key is refused before the code is looked at
+    (a valid code too). The per-IP limit is five times the per-customer one, so one customer's
+    guesses never lock out another customer behind the same address."""
+    return Throttle(storage, "voucher-redeem-failures", REDEMPTION_FAILURE_LIMITS)
 
 
-def _epoch_now() -> float:
-    return utcnow().timestamp()
-
-
-def retry_message(seconds: int) -> str:
-    minutes = max(1, math.ceil(seconds / 60))
-    return f"Too many attempts. Try again in {minutes} minute{'s' if minutes != 1 else ''}."
+REDEMPTION_FAILURE_LIMITS = {"customer": "10 per 10 minutes", "ip": "50 per 10 minutes"}
 
 
 # ------------------------------------------------------------------ demo ---

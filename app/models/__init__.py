@@ -5,7 +5,7 @@ from app.models import credit_note, dunning, stripe_events, usage, voucher  # no
 from app.models.audit import AuditLog
 from app.models.base import Base
 from app.models.card import BillingCustomer, Card
-from app.models.customer import PasswordResetToken, User
+from app.models.customer import EmailVerificationToken, PasswordResetToken, User, UserSession
 from app.models.invoice import Invoice, InvoiceLine, InvoiceNumberCounter, InvoicePayment
 from app.models.ledger import LedgerEntry
 from app.models.settlement import ChargeAttempt, SettlementRequest
@@ -16,6 +16,7 @@ __all__ = [
     "BillingCustomer",
     "Card",
     "ChargeAttempt",
+    "EmailVerificationToken",
     "Invoice",
     "InvoiceLine",
     "InvoiceNumberCounter",
@@ -24,4 +25,5 @@ __all__ = [
     "PasswordResetToken",
     "SettlementRequest",
     "User",
+    "UserSession",
 ]

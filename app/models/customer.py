@@ -28,6 +28,8 @@ class User(UserMixin, Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Set when the owner opened the emailed link (or an admin/CLI created the account); no login before.
+    email_verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     # billing profile (printed on invoices)
     name: Mapped[str | None] = mapped_column(String(200))
@@ -53,7 +55,8 @@ class User(UserMixin, Base):
 
 
 class PasswordResetToken(Base):
-    """A one-time reset token; only its SHA-256 is stored."""
+    """A one-time reset token; only its SHA-256 is stored. A newer token, a reset or a password
+    change sets `used_at` on every earlier one, so at most one token of a user works at a time."""
 
     __tablename__ = "password_reset_tokens"
 
@@ -63,3 +66,34 @@ class PasswordResetToken(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class EmailVerificationToken(Base):
+    """A one-time email-verification token sent at sign-up; only its SHA-256 is stored."""
+
+    __tablename__ = "email_verification_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class UserSession(Base):
+    """A signed-in browser. The session cookie carries a random id whose SHA-256 is stored here;
+    every request checks that the row is live, so ending the row ends the session wherever the
+    cookie is (logout, password change or reset, "sign out everywhere", idle or age limits)."""
+
+    __tablename__ = "user_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    user_agent: Mapped[str | None] = mapped_column(String(300))
+    ip_address: Mapped[str | None] = mapped_column(String(64))
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    end_reason: Mapped[str | None] = mapped_column(String(32))

@@ -1,18 +1,37 @@
 """Blueprints by audience, error pages and template helpers."""
 
-from flask import Flask, render_template
+from flask import Flask, render_template, request, session
+from flask_login import current_user
 
+from app import accounts
 from app.billing.card_labels import card_label
 from app.billing.money import format_money, format_unit_price
 from app.billing.vouchers import valid_until_text
 from app.extensions import db, login_manager
 from app.models import User
-from app.web.helpers import is_htmx
+from app.web.helpers import describe_device, is_htmx
 
 
 @login_manager.user_loader
 def _load_user(user_id: str) -> User | None:
-    return db.session.get(User, int(user_id))
+    """The user of a live server-side session (app.accounts): a cookie whose session was ended
+    (logout, password change or reset, "sign out everywhere", idle or age limit) is anonymous."""
+    from app.web.auth import SESSION_KEY, session_limits
+
+    token = session.get(SESSION_KEY)
+    user = None
+    if token and user_id.isdigit():
+        user = accounts.session_user(db.session, int(user_id), token, **session_limits())
+    if user is None:
+        session.clear()
+    return user
+
+
+def _resolve_user_first() -> None:
+    """Load the user (and move the session's last_seen) before the view runs, so that write never
+    lands in the middle of a view's own transaction."""
+    if request.endpoint != "static":
+        current_user._get_current_object()
 
 
 def register_web(app: Flask) -> None:
@@ -25,6 +44,7 @@ def register_web(app: Flask) -> None:
     from app.web.stripe import bp as stripe_bp
 
     register_security_headers(app)
+    app.before_request(_resolve_user_first)
     app.register_blueprint(auth_bp)
     app.register_blueprint(customer_bp)
     app.register_blueprint(admin_bp, url_prefix="/admin")
@@ -37,6 +57,7 @@ def register_web(app: Flask) -> None:
     app.jinja_env.filters["valid_until"] = valid_until_text
     app.jinja_env.globals["is_htmx"] = is_htmx
     app.jinja_env.globals["card_label"] = card_label
+    app.jinja_env.filters["device"] = describe_device
     app.jinja_env.globals["has_endpoint"] = lambda endpoint: endpoint in app.view_functions
 
     for code in (*ERROR_PAGES, 401, 405, 409, 413, 415, 422):

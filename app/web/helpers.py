@@ -1,6 +1,6 @@
 """Small view helpers shared by every blueprint."""
 
-from functools import wraps
+from functools import lru_cache, wraps
 
 from flask import abort, get_flashed_messages, render_template, request
 from flask_login import current_user, login_required
@@ -57,3 +57,18 @@ def customer_required(view):
         return view(*args, **kwargs)
 
     return wrapped
+
+
+@lru_cache(maxsize=512)
+def describe_device(user_agent: str | None) -> str:
+    """"Firefox on Linux" for the account page's session list (ua-parser)."""
+    from ua_parser import parse
+
+    if not user_agent:
+        return "Unknown device"
+    result = parse(user_agent[:300])
+    browser = result.user_agent.family if result.user_agent else None
+    system = result.os.family if result.os else None
+    if browser and system:
+        return f"{browser} on {system}"
+    return browser or system or user_agent[:60]

@@ -262,16 +262,31 @@ def test_the_limit_applies_per_customer_across_ip_addresses(app, session, factor
     assert credited(session, customer.id) == (0, 0, 0)
 
 
-def test_the_limit_applies_per_ip_across_customers(app, session, factory):
+def test_one_customers_wrong_codes_never_lock_out_another_customer_at_the_same_address(app, session, factory):
     customers = [factory.customer() for _ in range(2)]
     valid = new_code(session)
     first = client_from(app, "192.0.2.7", customers[0].email)
     second = client_from(app, "192.0.2.7", customers[1].email)
     for _ in range(10):
         assert redeem_as(app, first, v.generate_code()).status_code == 404
-    response = redeem_as(app, second, valid)
-    assert response.status_code == 429 and "Too many attempts" in response.get_data(as_text=True)
-    assert credited(session, customers[1].id) == (0, 0, 0)
-    other_ip = client_from(app, "192.0.2.8", customers[1].email)
-    assert redeem_as(app, other_ip, valid).status_code == 200
+    locked = redeem_as(app, first, v.generate_code())
+    assert locked.status_code == 429 and "Too many attempts" in locked.get_data(as_text=True)
+    assert 0 < int(locked.headers["Retry-After"]) <= 600
+
+    assert redeem_as(app, second, valid).status_code == 200
     assert credited(session, customers[1].id) == (2500, 1, 1)
+
+
+def test_the_limit_applies_per_ip_across_many_customers(app, session, factory):
+    valid = new_code(session)
+    for _n in range(5):
+        guesser = client_from(app, "192.0.2.8", factory.customer().email)
+        for _ in range(10):
+            assert redeem_as(app, guesser, v.generate_code()).status_code == 404
+    latecomer = factory.customer()
+    response = redeem_as(app, client_from(app, "192.0.2.8", latecomer.email), valid)
+    assert response.status_code == 429 and "Retry-After" in response.headers
+    assert credited(session, latecomer.id) == (0, 0, 0)
+    other_ip = client_from(app, "192.0.2.9", latecomer.email)
+    assert redeem_as(app, other_ip, valid).status_code == 200
+    assert credited(session, latecomer.id) == (2500, 1, 1)

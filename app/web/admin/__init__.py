@@ -12,6 +12,7 @@ from app.web.admin import (  # noqa: E402,F401  (modules attach their routes to 
     invoices,
     pricing,
     refunds,
+    sessions,
     usage_credits,
     vouchers,
 )

@@ -2,10 +2,11 @@
 
 HTMX: the response is the panel (with its message) plus the dashboard figures as an out-of-band
 swap, so the new voucher balance shows without a reload. Without JS: flash and 303 to the dashboard.
-Failed attempts are throttled per customer and per IP (app.billing.vouchers.RedemptionThrottle).
+Failed attempts are throttled per customer and per IP (app.billing.vouchers.redemption_throttle);
+a 429 says when to try again (Retry-After).
 """
 
-from flask import current_app, flash, redirect, render_template, url_for
+from flask import flash, redirect, render_template, url_for
 from flask_limiter.util import get_remote_address
 from flask_login import current_user
 from flask_wtf import FlaskForm
@@ -15,6 +16,7 @@ from wtforms.validators import DataRequired, Length
 from app.billing import vouchers as voucher_service
 from app.billing.accounts_view import dashboard_figures
 from app.billing.money import format_money
+from app.billing.throttle import retry_message
 from app.extensions import db, limiter
 from app.web.customer import bp
 from app.web.helpers import customer_required, is_htmx
@@ -24,14 +26,15 @@ class RedeemForm(FlaskForm):
     code = StringField("Voucher code", validators=[DataRequired(message="Enter a voucher code."), Length(max=100)])
 
 
-def _throttle() -> voucher_service.RedemptionThrottle:
-    return voucher_service.RedemptionThrottle(
-        limiter.storage, current_app.config.get("VOUCHER_REDEEM_FAILURE_LIMIT", "10 per 10 minutes")
-    )
+def _throttle():
+    return voucher_service.redemption_throttle(limiter.storage)
 
 
-def _respond(*, message: str, category: str, status: int, code: str = ""):
+def _respond(*, message: str, category: str, status: int, code: str = "", retry_after: int | None = None):
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
     if not is_htmx():
+        if retry_after is not None:
+            return render_template("errors/error.html", code=429, description=message), 429, headers
         flash(message, category)
         return redirect(url_for("customer.dashboard"), 303)
     body = render_template(
@@ -43,7 +46,7 @@ def _respond(*, message: str, category: str, status: int, code: str = ""):
     if status == 200:
         figures = dashboard_figures(db.session, current_user.id)
         body += render_template("customer/_figures.html", figures=figures, oob=True)
-    return body, status
+    return body, status, headers
 
 
 @bp.post("/vouchers/redeem")
@@ -56,15 +59,15 @@ def redeem_voucher():
         return _respond(message=errors[0], category="error", status=400, code=typed)
 
     throttle = _throttle()
-    keys = [f"customer:{current_user.id}", f"ip:{get_remote_address()}"]
+    keys = {"customer": str(current_user.id), "ip": get_remote_address()}
     wait = throttle.retry_after_seconds(keys)
     if wait is not None:
-        return _respond(message=voucher_service.retry_message(wait), category="error", status=429, code=typed)
+        return _respond(message=retry_message(wait), category="error", status=429, code=typed, retry_after=wait)
 
     try:
         redeemed = voucher_service.redeem_voucher(db.session, customer_id=current_user.id, code=typed)
     except voucher_service.VoucherError as exc:
-        throttle.record_failure(keys)
+        throttle.record(keys)
         return _respond(message=str(exc), category="error", status=exc.status, code=typed)
     return _respond(
         message=f"Voucher redeemed: {format_money(redeemed.amount_cents)} added to your voucher balance.",

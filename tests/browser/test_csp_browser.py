@@ -51,7 +51,8 @@ def test_customer_and_admin_pages_report_no_csp_violation(page, browser, live_se
 
     _log_in(page, "csp@example.com", "correct-horse-battery")
     expect(page).to_have_url(re.compile(r"/dashboard$"))
-    for path in ("/dashboard", "/invoices", f"/invoices/{invoice.id}", "/cards", "/balance", "/deployments"):
+    for path in ("/dashboard", "/invoices", f"/invoices/{invoice.id}", "/cards", "/balance", "/deployments",
+                 "/account"):
         _visit(page, console, path)
     # an HTMX swap (the invoice filter) under the same policy
     page.goto("/invoices")

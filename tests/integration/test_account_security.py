@@ -446,3 +446,38 @@ def test_a_squatters_unverified_sign_up_cannot_take_the_account(app, session, wo
     refused = squatter.post("/login", data={"email": "victim@example.com", "password": NEW_PASSWORD,
                                             "csrf_token": get_csrf(squatter, "/login")})
     assert refused.status_code == 400
+
+
+def test_a_password_change_is_announced_to_the_owner_by_email(app, factory, worker, mailbox):
+    factory.customer(email="a@example.com")
+    browser = logged_in(app, "a@example.com")
+    post_form(browser, "/account/password", {"current": PASSWORD, "password": NEW_PASSWORD, "confirm": NEW_PASSWORD})
+    worker.run_burst()
+    [msg] = mailbox.wait_for(1)
+    assert msg["To"] == "a@example.com" and msg["Subject"] == "Your Paydesk password was changed"
+    assert "/password/forgot" in msg.get_body(("plain",)).get_content()
+
+
+def test_the_session_cookie_is_httponly_and_samesite_and_carries_no_password(app, factory):
+    factory.customer(email="a@example.com")
+    c = app.test_client()
+    response = c.post("/login", data={"email": "a@example.com", "password": PASSWORD, "csrf_token": get_csrf(c, "/login")})
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Path=/" in cookie
+    assert PASSWORD not in cookie and "a@example.com" not in response.headers["Location"]
+    with c.session_transaction() as s:
+        assert len(s["sid"]) >= 43  # 256 random bits from `secrets`
+
+
+def test_pages_escape_what_customers_typed(app, factory):
+    hostile = '<script>alert("x")</script>'
+    customer = factory.customer(email="a@example.com", name=hostile, company='"><img src=x onerror=alert(1)>')
+    factory.admin(email="boss@example.com", password="boss-password-long-1")
+    pages = [logged_in(app, "a@example.com").get("/dashboard")]
+    admin = logged_in(app, "boss@example.com", "boss-password-long-1")
+    pages += [admin.get("/admin/customers"), admin.get(f"/admin/customers/{customer.id}")]
+    for page in pages:
+        html = page.get_data(as_text=True)
+        assert page.status_code == 200
+        assert hostile not in html and "<img src=x" not in html
+        assert "&lt;script&gt;" in html

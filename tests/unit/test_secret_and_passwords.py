@@ -81,3 +81,21 @@ def test_a_password_made_of_the_accounts_own_email_is_weak():
     assert accounts.password_problem("jane.doe@example.com", email="jane.doe@example.com") is not None
     assert accounts.password_problem("jane.doe@example.com1", email="jane.doe@example.com") is not None
     assert accounts.password_problem("velvet-harbour-cactus-91", email="jane.doe@example.com") is None
+
+
+def test_long_passphrases_and_any_unicode_are_accepted_without_composition_rules():
+    assert accounts.password_problem("velvet harbour cactus ninety", email="a@example.com") is None  # no digits, no capitals
+    passphrase = "the quick velvet harbour swallowed seventy four cactus lanterns!"
+    assert len(passphrase) == 64 and accounts.password_problem(passphrase, email="a@example.com") is None
+    assert accounts.password_problem("ünïcödé-pässwörd-€-漢字-ok", email="a@example.com") is None
+    assert accounts.password_problem("q" * 129, email="a@example.com") == "Use at most 128 characters."
+
+
+def test_the_session_cookie_is_secure_whenever_the_portal_is_served_over_https(monkeypatch):
+    from app.config import load_config
+
+    monkeypatch.setenv("BASE_URL", "https://billing.example.com")
+    monkeypatch.delenv("SESSION_COOKIE_SECURE", raising=False)
+    config = load_config()
+    assert config["SESSION_COOKIE_SECURE"] is True and config["SESSION_COOKIE_HTTPONLY"] is True
+    assert config["SESSION_COOKIE_SAMESITE"] == "Lax"

@@ -1,7 +1,7 @@
 """security: server-side session records, email verification
 
-Revision ID: 0012_security
-Revises: 0011_billing_profile
+Revision ID: 0013_security
+Revises: 0012_stripe_event_outcome
 """
 
 import sqlalchemy as sa
@@ -9,8 +9,8 @@ from alembic import op
 
 import app.models.base
 
-revision = "0012_security"
-down_revision = "0011_billing_profile"
+revision = "0013_security"
+down_revision = "0012_stripe_event_outcome"
 branch_labels = None
 depends_on = None
 

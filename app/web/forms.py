@@ -9,7 +9,7 @@ from app.accounts import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 _NEW_PASSWORD = [
     DataRequired(),
     Length(min=MIN_PASSWORD_LENGTH, max=MAX_PASSWORD_LENGTH,
-           message=f"Use between {MIN_PASSWORD_LENGTH} and {MAX_PASSWORD_LENGTH} characters."),
+           message=f"Use at least {MIN_PASSWORD_LENGTH} characters (and at most {MAX_PASSWORD_LENGTH})."),
 ]
 _EMAIL = [DataRequired(), Email(message="Enter a valid email address."), Length(max=254)]
 

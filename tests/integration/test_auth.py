@@ -66,7 +66,7 @@ def test_signup_creates_an_unverified_account_that_logs_in_after_the_emailed_lin
     "fields, message",
     [
         ({"email": "not-an-email"}, "Enter a valid email address."),
-        ({"password": "short", "confirm": "short"}, "Use between 12 and 128 characters."),
+        ({"password": "short", "confirm": "short"}, "Use at least 12 characters (and at most 128)."),
         ({"confirm": "something-else"}, "Passwords do not match."),
         ({"password": "aaaaaaaaaaaaaaaa", "confirm": "aaaaaaaaaaaaaaaa"}, "This password is too easy to guess."),
     ],

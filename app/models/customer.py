@@ -1,7 +1,7 @@
 from datetime import datetime
 
 from flask_login import UserMixin
-from sqlalchemy import BigInteger, Boolean, CheckConstraint, ForeignKey, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import MAX_CENTS, Base, UTCDateTime, utcnow
@@ -21,6 +21,7 @@ class User(UserMixin, Base):
         CheckConstraint("voucher_balance_cents >= 0", name="voucher_not_negative"),
         CheckConstraint(f"cash_balance_cents <= {MAX_CENTS}", name="cash_max"),
         CheckConstraint(f"voucher_balance_cents <= {MAX_CENTS}", name="voucher_max"),
+        Index("uq_users_external_ref", "external_ref", unique=True),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -39,6 +40,8 @@ class User(UserMixin, Base):
     city: Mapped[str | None] = mapped_column(String(120))
     country: Mapped[str | None] = mapped_column(String(2))
     vat_id: Mapped[str | None] = mapped_column(String(40))
+    # the provisioning platform's own id for this customer, set by it through the API (unique when set)
+    external_ref: Mapped[str | None] = mapped_column(String(120))
 
     # cached balances, minor units
     cash_balance_cents: Mapped[int] = mapped_column(BigInteger, default=0)

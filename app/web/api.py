@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from app.billing import usage
+from app.billing import platform_customers, usage
 from app.billing.accounts_view import dashboard_figures
 from app.billing.can_deploy import UnknownCustomerOrPlan, can_deploy
 from app.billing.pricing import list_plans
@@ -201,6 +201,47 @@ def report_deployment_event():
         raise ApiError(exc.status, str(exc), exc.field) from None
     payload = {"event_id": event_id, "recorded": recorded.created, "deployment": _deployment_json(recorded.deployment)}
     return jsonify(payload), 201 if recorded.created else 200
+
+
+def _customer_json(customer) -> dict:
+    return {"customer_id": customer.id, "email": customer.email, "name": customer.name,
+            "external_ref": customer.external_ref}
+
+
+@bp.get("/customers")
+def find_customers():
+    route = "/customers"
+    email, external_ref = request.args.get("email"), request.args.get("external_ref")
+    if (email is None) == (external_ref is None):
+        raise ApiError(422, "Give exactly one of email and external_ref.", "email" if email is None else "external_ref")
+    if email is not None:
+        _checked(query_parameter_schema(route, "get", "email"), email, "email")
+    else:
+        _checked(query_parameter_schema(route, "get", "external_ref"), external_ref, "external_ref")
+    found = platform_customers.find_customers(db.session, email=email, external_ref=external_ref)
+    return jsonify(customers=[_customer_json(c) for c in found])
+
+
+@bp.get("/customers/<raw_customer_id>")
+def get_customer(raw_customer_id: str):
+    try:
+        customer = platform_customers.get_customer(db.session, _customer_id(raw_customer_id))
+    except platform_customers.UnknownCustomer as exc:
+        raise ApiError(404, str(exc), "customer_id") from None
+    return jsonify(_customer_json(customer))
+
+
+@bp.put("/customers/<raw_customer_id>/external-ref")
+def set_external_ref(raw_customer_id: str):
+    customer_id = _customer_id(raw_customer_id)
+    body = _checked(request_body_schema("ExternalRefIn"), _json_object())
+    try:
+        customer = platform_customers.set_external_ref(db.session, customer_id, body["external_ref"])
+    except platform_customers.UnknownCustomer as exc:
+        raise ApiError(404, str(exc), "customer_id") from None
+    except platform_customers.ExternalRefTaken as exc:
+        raise ApiError(409, str(exc), "external_ref") from None
+    return jsonify(_customer_json(customer))
 
 
 @bp.get("/customers/<raw_customer_id>/can-deploy")

@@ -27,6 +27,9 @@ def _error_response(description: str) -> dict:
 
 _PLAN = {"type": "string", "minLength": 1, "maxLength": 60, "pattern": PRINTABLE_NOT_BLANK}
 
+_EMAIL = {"type": "string", "minLength": 1, "maxLength": 254, "pattern": PRINTABLE_NOT_BLANK}
+_EXTERNAL_REF = {"type": "string", "minLength": 1, "maxLength": 120, "pattern": PRINTABLE_NOT_BLANK}
+
 _CUSTOMER_ID = {
     "name": "customer_id",
     "in": "path",
@@ -40,7 +43,8 @@ OPENAPI = {
         "title": "Paydesk platform API",
         "version": "1.0.0",
         "description": "For the provisioning platform: report deployment lifecycle events, ask whether a "
-        "customer may deploy, read a customer's billing status. Amounts are integers in the currency's minor "
+        "customer may deploy, read a customer's billing status, find a customer by email or by the platform's own "
+        "reference (which the platform sets). Amounts are integers in the currency's minor "
         "unit; hourly prices are decimal strings with up to 6 places. Every error under /api/v1 is JSON "
         "`{\"error\": ..., \"field\": ...}`; request bodies are limited to 64 KiB (413).",
     },
@@ -69,6 +73,57 @@ OPENAPI = {
                     "409": _error_response("Out of order, impossible transition, or event id reused for another event."),
                     "413": _error_response("The body is larger than 64 KiB."),
                     "422": _error_response("A field is missing, unknown or invalid; `field` names it."),
+                },
+            }
+        },
+        "/customers": {
+            "get": {
+                "operationId": "findCustomers",
+                "summary": "Find a customer by email or by the platform's own reference (exactly one of them).",
+                "description": "The email matches case-insensitively, as at login; external_ref matches exactly. "
+                "The list holds the one customer found, or nothing.",
+                "parameters": [
+                    {"name": "email", "in": "query", "required": False, "schema": _EMAIL},
+                    {"name": "external_ref", "in": "query", "required": False, "schema": _EXTERNAL_REF},
+                ],
+                "responses": {
+                    "200": {"description": "The customers found (zero or one).", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CustomerList"}}}},
+                    "401": _error_response("Missing or wrong bearer token."),
+                    "422": _error_response("Neither or both of email and external_ref given, or one is invalid."),
+                },
+            }
+        },
+        "/customers/{customer_id}": {
+            "get": {
+                "operationId": "getCustomer",
+                "summary": "A customer's id, email, name and external_ref.",
+                "parameters": [_CUSTOMER_ID],
+                "responses": {
+                    "200": {"description": "The customer.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Customer"}}}},
+                    "401": _error_response("Missing or wrong bearer token."),
+                    "404": _error_response("Unknown customer."),
+                },
+            }
+        },
+        "/customers/{customer_id}/external-ref": {
+            "put": {
+                "operationId": "setCustomerExternalRef",
+                "summary": "Set (or clear, with null) the platform's own reference of a customer; idempotent.",
+                "description": "Unique across customers: a reference another customer has is a 409 and nothing "
+                "changes. Afterwards GET /customers?external_ref=… finds the customer.",
+                "parameters": [_CUSTOMER_ID],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ExternalRefIn"}}},
+                },
+                "responses": {
+                    "200": {"description": "The customer as it is now.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Customer"}}}},
+                    "400": _error_response("The body is not a JSON object."),
+                    "401": _error_response("Missing or wrong bearer token."),
+                    "404": _error_response("Unknown customer."),
+                    "409": _error_response("Another customer already has this external_ref."),
+                    "413": _error_response("The body is larger than 64 KiB."),
+                    "422": _error_response("external_ref is missing or invalid."),
                 },
             }
         },
@@ -118,6 +173,28 @@ OPENAPI = {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         "schemas": {
             "Error": _ERROR,
+            "Customer": {
+                "type": "object",
+                "required": ["customer_id", "email", "name", "external_ref"],
+                "properties": {
+                    "customer_id": {"type": "integer"},
+                    "email": {"type": "string"},
+                    "name": {"type": ["string", "null"]},
+                    "external_ref": {"type": ["string", "null"], "description": "Set by the platform, unique."},
+                },
+            },
+            "CustomerList": {
+                "type": "object",
+                "required": ["customers"],
+                "properties": {"customers": {"type": "array", "maxItems": 1, "items": {"$ref": "#/components/schemas/Customer"}}},
+            },
+            "ExternalRefIn": {
+                "type": "object",
+                "required": ["external_ref"],
+                "additionalProperties": False,
+                "properties": {"external_ref": {**_EXTERNAL_REF, "type": ["string", "null"],
+                                                "description": "The platform's id for the customer; null clears it."}},
+            },
             "DeploymentEventIn": {
                 "type": "object",
                 "required": ["event_id", "deployment_id", "customer_id", "type", "occurred_at"],
@@ -267,6 +344,9 @@ def describe(schema: dict) -> str:
     if "enum" in schema:
         return "one of " + ", ".join(str(v) for v in schema["enum"])
     kind = schema.get("type")
+    if isinstance(kind, list) and "null" in kind:  # e.g. ["string", "null"]: the value, or null
+        others = [k for k in kind if k != "null"]
+        return describe({**schema, "type": others[0] if len(others) == 1 else others}) + ", or null"
     if kind == "integer":
         return f"an integer from {schema.get('minimum', '-inf')} to {schema.get('maximum', 'inf')}"
     if kind == "string":

@@ -5,6 +5,7 @@ from hypothesis import HealthCheck, settings
 from sqlalchemy import func, select
 
 from app.billing.usage import mark_customer_deployments_for_deletion
+from app.models import User
 from app.models.usage import Deployment, DeploymentEvent
 from tests.conftest import PLATFORM_TOKEN
 from tests.integration.usage_helpers import add_card, make_plan
@@ -140,3 +141,61 @@ def test_openapi_document_matches_real_responses(app, session, factory):
 
         check()
     assert failures == []
+
+
+def test_the_platform_finds_a_customer_by_email_and_by_the_external_ref_it_set(client, session, factory):
+    from app.models import AuditLog
+
+    customer = factory.customer(email="Erin@Example.com")
+    other = factory.customer(email="frank@example.com")
+    factory.admin()
+    session.commit()
+
+    found = client.get("/api/v1/customers?email=%20ERIN@example.COM%20", headers=AUTH)
+    assert found.status_code == 200
+    assert found.get_json() == {"customers": [{"customer_id": customer.id, "email": "erin@example.com",
+                                               "name": None, "external_ref": None}]}
+    assert client.get("/api/v1/customers?email=nobody@example.com", headers=AUTH).get_json() == {"customers": []}
+    assert client.get("/api/v1/customers?email=root@example.com", headers=AUTH).get_json() == {"customers": []}
+
+    put = client.put(f"/api/v1/customers/{customer.id}/external-ref", json={"external_ref": "acct-42"}, headers=AUTH)
+    assert put.status_code == 200 and put.get_json()["external_ref"] == "acct-42"
+    again = client.put(f"/api/v1/customers/{customer.id}/external-ref", json={"external_ref": "acct-42"}, headers=AUTH)
+    assert again.status_code == 200  # idempotent
+    by_ref = client.get("/api/v1/customers?external_ref=acct-42", headers=AUTH).get_json()["customers"]
+    assert [c["customer_id"] for c in by_ref] == [customer.id]
+    assert client.get(f"/api/v1/customers/{customer.id}", headers=AUTH).get_json()["external_ref"] == "acct-42"
+
+    taken = client.put(f"/api/v1/customers/{other.id}/external-ref", json={"external_ref": "acct-42"}, headers=AUTH)
+    assert taken.status_code == 409 and taken.get_json()["field"] == "external_ref"
+    session.expire_all()
+    assert session.get(User, other.id).external_ref is None
+    audits = session.scalars(select(AuditLog).where(AuditLog.action == "customer.external_ref")).all()
+    assert [(a.before, a.after) for a in audits] == [({"external_ref": None}, {"external_ref": "acct-42"})]
+
+    cleared = client.put(f"/api/v1/customers/{customer.id}/external-ref", json={"external_ref": None}, headers=AUTH)
+    assert cleared.status_code == 200 and cleared.get_json()["external_ref"] is None
+    assert client.get("/api/v1/customers?external_ref=acct-42", headers=AUTH).get_json() == {"customers": []}
+
+
+def test_customer_lookups_refuse_bad_input_with_the_field_named(client, session, factory):
+    customer = factory.customer()
+    cases = [
+        ("get", "/api/v1/customers", None, 422, "email"),
+        ("get", "/api/v1/customers?email=a@b.com&external_ref=x", None, 422, "external_ref"),
+        ("get", "/api/v1/customers?email=" + "a" * 300, None, 422, "email"),
+        ("get", "/api/v1/customers?external_ref=%00x", None, 422, "external_ref"),
+        ("put", f"/api/v1/customers/{customer.id}/external-ref", {"external_ref": ""}, 422, "external_ref"),
+        ("put", f"/api/v1/customers/{customer.id}/external-ref", {"external_ref": "x" * 121}, 422, "external_ref"),
+        ("put", f"/api/v1/customers/{customer.id}/external-ref", {"ref": "x"}, 422, "ref"),
+        ("put", f"/api/v1/customers/{customer.id}/external-ref", {"external_ref": 7}, 422, "external_ref"),
+        ("put", "/api/v1/customers/999999/external-ref", {"external_ref": "x"}, 404, "customer_id"),
+        ("get", "/api/v1/customers/999999", None, 404, "customer_id"),
+    ]
+    for method, path, body, status, field in cases:
+        response = getattr(client, method)(path, json=body, headers=AUTH) if body is not None else \
+            getattr(client, method)(path, headers=AUTH)
+        assert (response.status_code, response.get_json()["field"]) == (status, field), (path, body, response.get_json())
+    assert client.get("/api/v1/customers?email=a@b.com").status_code == 401
+    session.expire_all()
+    assert session.get(User, customer.id).external_ref is None

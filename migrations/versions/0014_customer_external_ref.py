@@ -1,14 +1,14 @@
 """users.external_ref: the provisioning platform's own id for a customer (unique when set)
 
-Revision ID: 0013_customer_external_ref
-Revises: 0012_stripe_event_outcome
+Revision ID: 0014_customer_external_ref
+Revises: 0013_security
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0013_customer_external_ref"
-down_revision = "0012_stripe_event_outcome"
+revision = "0014_customer_external_ref"
+down_revision = "0013_security"
 branch_labels = None
 depends_on = None
 

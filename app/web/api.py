@@ -9,7 +9,7 @@ schema (app.web.openapi.validate) before any service runs; services write nothin
 import hmac
 import json
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import select
@@ -21,6 +21,7 @@ from app.billing.accounts_view import dashboard_figures
 from app.billing.can_deploy import UnknownCustomerOrPlan, can_deploy
 from app.billing.pricing import list_plans
 from app.extensions import csrf, db
+from app.models.base import utcnow
 from app.models.customer import User
 from app.models.usage import EVENT_TYPES, Deployment
 from app.web.openapi import (
@@ -34,6 +35,8 @@ from app.web.openapi import (
 )
 
 API_PREFIX = "/api/v1"
+EARLIEST_EVENT = datetime(2000, 1, 1, tzinfo=UTC)
+CLOCK_SKEW = timedelta(minutes=5)
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
 csrf.exempt(bp)
@@ -186,6 +189,10 @@ def report_deployment_event():
     if kind == "created" and plan is None:
         raise ApiError(422, "plan is required for a created event.", "plan")
     occurred_at = _timestamp(body["occurred_at"], "occurred_at")
+    if not EARLIEST_EVENT <= occurred_at <= utcnow() + CLOCK_SKEW:
+        # an event reported ahead of time would make every real event after it "out of order"
+        raise ApiError(422, "occurred_at must be a moment that has passed (at most 5 minutes ahead of "
+                            "Paydesk's clock), after 2000-01-01.", "occurred_at")
     try:
         recorded = usage.record_deployment_event(
             db.session,

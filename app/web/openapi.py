@@ -205,7 +205,8 @@ OPENAPI = {
                     "customer_id": {"type": "integer", "minimum": 1, "maximum": MAX_INT},
                     "type": {"type": "string", "enum": ["created", "succeeded", "failed", "suspended", "resumed", "deleted"]},
                     "occurred_at": {"type": "string", "format": "date-time", "maxLength": 64,
-                                    "description": "RFC 3339 with offset."},
+                                    "description": "RFC 3339 with offset; a moment that has passed (at most 5 "
+                                    "minutes ahead of Paydesk's clock), after 2000-01-01."},
                     "plan": {**_PLAN, "description": "Required for created, e.g. vm-small-ip."},
                     "name": {"type": "string", "maxLength": 200, "pattern": PRINTABLE},
                 },

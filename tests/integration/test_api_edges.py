@@ -142,6 +142,14 @@ def test_a_body_that_does_not_match_the_schema_is_refused_before_any_sql(app, cl
     assert accepted.status_code == 201 and len(statements) > 0  # the listener does see the database work
 
 
+@pytest.mark.parametrize("when", ["2099-01-01T00:00:00Z", "1999-12-31T23:59:59Z", "0001-01-01T00:00:00+00:00"])
+def test_an_event_that_has_not_happened_yet_or_far_in_the_past_is_refused(client, session, factory, when):
+    customer = factory.customer()
+    make_plan(session)
+    _json_error(client.post(EVENTS, json=_created(customer.id, occurred_at=when), headers=AUTH), 422, "occurred_at")
+    assert _nothing_written(session)
+
+
 def test_nested_json_is_a_400_never_a_recursion_error(client, session, factory):
     factory.customer()
     make_plan(session)

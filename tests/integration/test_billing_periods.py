@@ -151,7 +151,8 @@ def test_recompute_usage_finds_no_difference_after_every_invoicing_path(app, cli
         for customer in (one, two):
             assert _issue_by_hand(client, customer, "2026-12").status_code == 303
         assert "deployments=2 differences=0" in _recompute(app, "2026-12")
-        event(session, two, "b", "deleted", "2026-12-20T00:00:00")  # reported ahead of time by the platform
+    with travel(at("2026-12-20T00:00:00")):
+        event(session, two, "b", "deleted", "2026-12-20T00:00:00")
     with travel(at("2027-01-01T00:05:00")):  # then the monthly job for the rest of December
         issue = monthly.issue_monthly_invoices_bulk if rest_path == "bulk" else \
             monthly.issue_monthly_invoices_per_customer

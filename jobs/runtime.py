@@ -27,6 +27,7 @@ def warm_up() -> None:
     import jobs.dunning  # noqa: F401
     import jobs.invoicing  # noqa: F401
     import jobs.mail  # noqa: F401
+    import jobs.notifications  # noqa: F401
     import jobs.refunds  # noqa: F401
     import jobs.settlement  # noqa: F401
     import jobs.stripe_events  # noqa: F401

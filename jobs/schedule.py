@@ -32,6 +32,7 @@ PERIODIC = [
     Periodic("stripe-events-reconcile", "jobs.stripe_events.reconcile_stripe_events", interval=300),
     Periodic("monthly-invoices", "jobs.invoicing.issue_monthly_invoices", cron="5 0 1 * *"),
     Periodic("dunning", "jobs.dunning.run_dunning", interval=3600),
+    Periodic("notifications-sweep", "jobs.notifications.sweep_notifications", interval=60),
 ]
 
 

@@ -1,7 +1,7 @@
 from datetime import datetime
 
 from flask_login import UserMixin
-from sqlalchemy import BigInteger, Boolean, CheckConstraint, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, ForeignKey, Index, Integer, String, Text, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import MAX_CENTS, Base, UTCDateTime, utcnow
@@ -51,6 +51,10 @@ class User(UserMixin, Base):
     on_hold: Mapped[bool] = mapped_column(Boolean, default=False)
     hold_reason: Mapped[str | None] = mapped_column(Text)
     disputed: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    # email preferences: receipts (payments, top-ups) may be turned off; failures, deletions and
+    # security notices always go out (app.billing.notifications)
+    email_receipts: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
     @property
     def role(self) -> str:

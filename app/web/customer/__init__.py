@@ -11,6 +11,7 @@ from app.web.customer import (  # noqa: E402,F401  (modules attach their routes 
     dashboard,
     deployments,
     invoices,
+    notification_settings,
     profile,
     vouchers,
 )

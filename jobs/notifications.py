@@ -1,0 +1,105 @@
+"""Sending customer notifications (app.billing.notifications).
+
+Importing this module registers the after-commit hook that enqueues the send job of every
+notification a transaction queued (the billing layer never imports jobs). Redis may be down or
+lose the job: `sweep_notifications` (periodic, jobs/schedule.py) enqueues whatever is still pending
+past its time. `send_notification` claims the row first, so running it twice sends once.
+"""
+
+import logging
+
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from app.billing import notifications
+from app.models.base import utcnow
+from jobs.mail import EMAIL_RETRY
+from jobs.queue import enqueue
+from jobs.runtime import job_session
+
+log = logging.getLogger(__name__)
+SWEEP_BATCH = 100
+# Bulk writers (monthly invoicing, bulk settlement) hand over at most this many ids to the
+# after-commit hook; larger runs are left to the sweep, which sends them in batches.
+ENQUEUE_LIMIT = 1000
+
+
+@event.listens_for(Session, "after_commit")
+def _enqueue_after_commit(session: Session) -> None:
+    ids = notifications.take_pending(session)
+    if not ids:
+        return
+    if len(ids) > ENQUEUE_LIMIT:
+        log.info("%d notifications left to the sweep", len(ids))
+        return
+    if len(ids) == 1:
+        enqueue(send_notification, ids[0], retry=EMAIL_RETRY)
+        return
+    for start in range(0, len(ids), SWEEP_BATCH):
+        enqueue(send_notifications, ids[start : start + SWEEP_BATCH])
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_on_rollback(session: Session) -> None:
+    notifications.forget_pending(session)
+
+
+def send_notification(notification_id: int) -> str:
+    """Send one notification exactly once: claim it, render it, send it, mark it sent. Returns what
+    happened (sent, skipped, cancelled, or 'claimed elsewhere' when another job has it or it is done).
+    Raises on SMTP failure (after putting it back to pending) so RQ retries it."""
+    from flask import has_app_context
+
+    from app.mail import send_message
+    from jobs.runtime import worker_app
+
+    if not has_app_context():
+        with worker_app().app_context():
+            return send_notification(notification_id)
+    with job_session() as session:
+        notification = notifications.claim_notification(session, notification_id, utcnow())
+        if notification is None:
+            return "claimed elsewhere"
+        decision = notifications.decide(session, notification)
+        try:
+            message = notifications.compose(session, notification) if decision == "send" else None
+            if message is not None:
+                send_message(message)
+        except Exception as exc:
+            session.rollback()
+            notifications.mark_failed(session, notification_id, utcnow(), f"{type(exc).__name__}: {exc}")
+            log.warning("notification %s not sent, will retry: %s", notification_id, exc)
+            raise
+        if message is None:
+            status = "cancelled" if decision == "send" else decision
+            session.rollback()
+            notifications.mark_not_sent(session, notification_id, status, utcnow())
+            return status
+        session.rollback()
+        notifications.mark_sent(session, notification_id, message["To"], utcnow())
+        return "sent"
+
+
+def send_notifications(notification_ids: list[int]) -> dict:
+    """Send a batch (bulk runs); one failure does not stop the others (their rows stay pending and
+    the sweep retries them)."""
+    outcome: dict[str, int] = {}
+    for notification_id in notification_ids:
+        try:
+            status = send_notification(notification_id)
+        except Exception:
+            status = "failed"
+        outcome[status] = outcome.get(status, 0) + 1
+    return outcome
+
+
+def sweep_notifications(limit: int = 2000) -> int:
+    """Periodic: enqueue every notification still pending past its time (lost job, Redis down,
+    failed send whose retry time came, expired claim). Safe at any frequency."""
+    with job_session() as session:
+        ids = notifications.due_notifications(session, utcnow(), limit=limit)
+    for start in range(0, len(ids), SWEEP_BATCH):
+        enqueue(send_notifications, ids[start : start + SWEEP_BATCH])
+    if ids:
+        log.info("notification sweep: %d notification(s) enqueued", len(ids))
+    return len(ids)

@@ -12,6 +12,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from app.billing import notifications
 from app.billing.settlement_requests import request_settlement
 from app.billing.stripe_customers import customer_id_for, ensure_stripe_customer
 from app.models import Card, User
@@ -139,6 +140,7 @@ def record_payment_method(session: Session, customer_id: int, pm: gateway.Paymen
     session.add(card)
     session.flush()
     request_settlement(session, customer_id)
+    notifications.announce_card_added(session, card, utcnow())
     return card
 
 
@@ -185,9 +187,13 @@ def set_default_card(session: Session, customer_id: int, card_id: int, now: date
     if card.is_expired(now or utcnow()):
         session.rollback()
         raise CardNotUsable()
+    previous = next((other for other in active_cards(session, customer_id) if other.is_default), None)
     for other in active_cards(session, customer_id):
         other.is_default = other.id == card.id
     request_settlement(session, customer_id)
+    if previous is None or previous.id != card.id:
+        session.flush()
+        notifications.announce_default_changed(session, card, previous, now or utcnow())
     session.commit()
     return card
 
@@ -232,15 +238,20 @@ def remove_card(session: Session, customer_id: int, card_id: int, now: datetime 
 
 
 def _mark_removed(session: Session, card: Card, now: datetime) -> None:
+    """Mark the card removed and tell the customer (a security notice); when it was the default,
+    the newest usable card becomes the default, and the notice says so (never silently)."""
     was_default = card.is_default
     card.removed_at = now
     card.is_default = False
     session.flush()
+    replacement = None
     if was_default:
         replacement = next(iter(usable_cards(session, card.customer_id, now)), None)
         if replacement is not None:
             replacement.is_default = True
             request_settlement(session, card.customer_id)
+            session.flush()
+    notifications.announce_card_removed(session, card, now, replacement)
 
 
 # ------------------------------------------------------ webhook handlers ---

@@ -33,6 +33,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.billing import notifications, outbox
 from app.billing.audit import record_audit
 from app.billing.money import format_money, tax_cents
 from app.models import Invoice, User
@@ -379,7 +380,10 @@ def enforce_grace(session: Session, customer_id: int, now: datetime) -> list[int
     if account.deletion_requested_at is None:
         account.deletion_requested_at = now
     if new_ids:
-        deployments = session.scalars(select(Deployment).where(Deployment.id.in_(new_ids)).order_by(Deployment.id))
+        deployments = list(session.scalars(
+            select(Deployment).where(Deployment.id.in_(new_ids)).order_by(Deployment.id)
+        ))
+        notifications.announce_deployments_marked(session, customer_id, deployments, reason=reason, now=now)
         record_platform_event(session, customer_id, DELETION_EVENT, {
             "customer_id": customer_id,
             "reason": reason,
@@ -441,38 +445,14 @@ def run_dunning(session: Session, now: datetime | None = None) -> DunningRun:
 
 def due_notices(session: Session, now: datetime) -> list[int]:
     """Reserved emails that should have gone out by now (lost job, failed send whose retry time
-    came, expired claim); their retry time is pushed forward so concurrent runs do not pile up
-    jobs. Commits."""
-    rows = session.scalars(
-        select(DunningNotice)
-        .where(or_(
-            (DunningNotice.status == "pending") & (DunningNotice.next_attempt_at <= now),
-            (DunningNotice.status == "sending") & (DunningNotice.claimed_until < now),
-        ))
-        .order_by(DunningNotice.id).limit(500).with_for_update(skip_locked=True)
-    ).all()
-    for row in rows:
-        row.next_attempt_at = now + REQUEUE_AFTER
-    ids = [row.id for row in rows]
-    session.commit()
-    return ids
+    came, expired claim), see app.billing.outbox.due_ids. Commits."""
+    return outbox.due_ids(session, DunningNotice, now, REQUEUE_AFTER)
 
 
 # ----------------------------------------------------------------- sending ---
 def claim_notice(session: Session, notice_id: int, now: datetime) -> DunningNotice | None:
     """Take the right to send one notice (pending, or a claim that expired). Commits."""
-    result = session.execute(
-        update(DunningNotice)
-        .where(DunningNotice.id == notice_id, or_(
-            DunningNotice.status == "pending",
-            (DunningNotice.status == "sending") & (DunningNotice.claimed_until < now),
-        ))
-        .values(status="sending", claimed_until=now + CLAIM_DURATION)
-    )
-    session.commit()
-    if result.rowcount != 1:
-        return None
-    return session.get(DunningNotice, notice_id)
+    return outbox.claim(session, DunningNotice, notice_id, now, CLAIM_DURATION)
 
 
 def still_relevant_invoices(session: Session, notice: DunningNotice) -> list[Invoice]:
@@ -503,35 +483,16 @@ def notice_is_obsolete(session: Session, notice: DunningNotice, invoices: list[I
 
 
 def mark_sent(session: Session, notice_id: int, now: datetime) -> None:
-    session.execute(
-        update(DunningNotice).where(DunningNotice.id == notice_id, DunningNotice.status == "sending")
-        .values(status="sent", sent_at=now, claimed_until=None, last_error=None,
-                attempts=DunningNotice.attempts + 1)
-    )
-    session.commit()
+    outbox.finish(session, DunningNotice, notice_id, "sent", sent_at=now, last_error=None)
 
 
 def mark_cancelled(session: Session, notice_id: int, now: datetime) -> None:
-    session.execute(
-        update(DunningNotice).where(DunningNotice.id == notice_id, DunningNotice.status == "sending")
-        .values(status="cancelled", cancelled_at=now, claimed_until=None)
-    )
-    session.commit()
+    outbox.finish(session, DunningNotice, notice_id, "cancelled", count_attempt=False, cancelled_at=now)
 
 
 def mark_failed(session: Session, notice_id: int, now: datetime, error: str) -> None:
     """Back to pending with a later retry time: the periodic run re-enqueues it if RQ does not."""
-    notice = session.scalar(select(DunningNotice).where(DunningNotice.id == notice_id).with_for_update())
-    if notice is None or notice.status != "sending":
-        session.rollback()
-        return
-    notice.attempts += 1
-    backoff = SEND_BACKOFF[min(notice.attempts, len(SEND_BACKOFF)) - 1]
-    notice.status = "pending"
-    notice.claimed_until = None
-    notice.last_error = error[:500]
-    notice.next_attempt_at = now + backoff
-    session.commit()
+    outbox.release_after_failure(session, DunningNotice, notice_id, now, error, SEND_BACKOFF)
 
 
 # ------------------------------------------------------------ admin actions ---
@@ -556,6 +517,7 @@ def extend_grace(session: Session, actor_id: int, customer_id: int, days: int, n
                  before={"deletion_at": _iso(before_due), "grace_extended_until": _iso(previous)},
                  after={"deletion_at": _iso(account.grace_extended_until), "days": days,
                         "grace_extended_until": _iso(account.grace_extended_until)})
+    notifications.announce_grace_extended(session, customer_id, account.grace_extended_until, days)
     session.commit()
     return account.grace_extended_until
 

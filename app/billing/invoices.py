@@ -22,6 +22,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, attributes
 
+from app.billing import notifications
 from app.billing.audit import record_audit
 from app.billing.ledger import post_entry
 from app.billing.money import format_money, tax_cents
@@ -245,6 +246,7 @@ def issue_invoice(session: Session, invoice_id: int, *, now: datetime | None = N
     else:
         request_settlement(session, invoice.customer_id)
     session.flush()
+    notifications.announce_invoice_issued(session, invoice)
     return invoice
 
 
@@ -291,6 +293,8 @@ def apply_payment(
         invoice.state = "paid"
         invoice.paid_at = now or utcnow()
     session.flush()
+    if invoice.state == "paid":
+        notifications.announce_payment_receipt(session, invoice)
     return payment
 
 

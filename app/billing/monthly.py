@@ -37,6 +37,7 @@ from flask import current_app, has_app_context
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from app.billing import notifications
 from app.billing.audit import record_audit
 from app.billing.invoices import payment_terms, seller_details
 from app.billing.money import minor_unit_factor
@@ -284,6 +285,13 @@ SELECT (SELECT count(*) FROM new_invoices) AS invoices,
 """
 
 
+# the invoice-issued notification of every invoice the statement above numbered (set-based)
+_BULK_ISSUED_SQL = """
+    SELECT i.customer_id, 'invoice-issued:' || i.id AS key, 'Your Paydesk invoice ' || i.number AS subject,
+           json_build_object('invoice_id', i.id) AS context, json_build_array('invoice_pdf', i.id) AS attachment
+    FROM invoices i WHERE i.number_year = :year AND i.number_seq BETWEEN :first_seq AND :last_seq"""
+
+
 def issue_monthly_invoices_bulk(session: Session, period: str, *, now: datetime | None = None) -> MonthlyReport:
     """All customers of `period` in one set-based statement, one transaction; commits.
 
@@ -320,6 +328,11 @@ def issue_monthly_invoices_bulk(session: Session, period: str, *, now: datetime 
             session.execute(
                 text("UPDATE invoice_number_counters SET last_seq = last_seq + :n WHERE year = :y"),
                 {"n": report.invoices, "y": year},
+            )
+            notifications.queue_notifications_bulk(
+                session, kind="invoice_issued", template="invoice_issued", source_sql=_BULK_ISSUED_SQL,
+                params={"year": year, "first_seq": last_seq + 1, "last_seq": last_seq + report.invoices},
+                now=now,
             )
             if row.customer_ids:
                 # enqueued after commit by app.billing.settlement_requests; larger batches are left to the

@@ -34,6 +34,7 @@ from sqlalchemy import Connection, delete, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.billing import notifications
 from app.billing.cards import usable_cards
 from app.billing.invoices import apply_payment, lock_invoice, pay_from_balance
 from app.billing.ledger import post_entry
@@ -307,14 +308,14 @@ def _charge_invoice(session: Session, invoice_id: int, card_ids: list[int], repo
         )
     )
     session.rollback()
-    for card_id in card_ids:
-        if card_id in refused:
-            continue
+    candidates = [card_id for card_id in card_ids if card_id not in refused]
+    for position, card_id in enumerate(candidates):
         attempt_id = _record_pending_attempt(session, invoice_id, card_id)
         if attempt_id is None:
             return "unpaid"
         report.card_attempts += 1
-        status = _send_attempt(session, attempt_id, report)
+        # the last card's refusal tells the customer (in the transaction that records it)
+        status = _send_attempt(session, attempt_id, report, last_card=position == len(candidates) - 1)
         if status == "succeeded":
             return "succeeded"
         if status in UNRESOLVED:
@@ -352,8 +353,9 @@ def _record_pending_attempt(session: Session, invoice_id: int, card_id: int) -> 
         raise
 
 
-def _send_attempt(session: Session, attempt_id: int, report: SettlementReport) -> str:
-    """Steps 2 and 3: call Stripe with the attempt's key, then record the outcome."""
+def _send_attempt(session: Session, attempt_id: int, report: SettlementReport, *, last_card: bool = False) -> str:
+    """Steps 2 and 3: call Stripe with the attempt's key, then record the outcome. When `last_card`
+    (no other card left to try) a refusal queues the "payment failed" notification."""
     attempt = session.get(ChargeAttempt, attempt_id, populate_existing=True)
     card = session.get(Card, attempt.card_id)
     invoice = session.get(Invoice, attempt.invoice_id)
@@ -371,20 +373,21 @@ def _send_attempt(session: Session, attempt_id: int, report: SettlementReport) -
     try:
         charge = gateway.charge_off_session(**params)
     except gateway.PaymentOutcomeUnknown as exc:
-        return _record_outcome(session, attempt_id, "unknown", report, error=exc)
+        return _record_outcome(session, attempt_id, "unknown", report, error=exc, notify=last_card)
     except gateway.AuthenticationRequired as exc:
-        return _record_outcome(session, attempt_id, "requires_action", report, error=exc)
+        return _record_outcome(session, attempt_id, "requires_action", report, error=exc, notify=last_card)
     except gateway.CardDeclined as exc:
-        return _record_outcome(session, attempt_id, "declined", report, error=exc)
+        return _record_outcome(session, attempt_id, "declined", report, error=exc, notify=last_card)
     except gateway.PaymentRequestInvalid as exc:
-        return _record_outcome(session, attempt_id, "failed", report, error=exc)
+        return _record_outcome(session, attempt_id, "failed", report, error=exc, notify=last_card)
     except Exception as exc:  # anything unexpected: the charge may have happened
         log.exception("charge attempt %s: unexpected error", attempt_id)
-        return _record_outcome(session, attempt_id, "unknown", report, error=exc)
+        return _record_outcome(session, attempt_id, "unknown", report, error=exc, notify=last_card)
     return _record_success(session, attempt_id, charge, report)
 
 
-def _record_outcome(session: Session, attempt_id: int, status: str, report: SettlementReport, *, error) -> str:
+def _record_outcome(session: Session, attempt_id: int, status: str, report: SettlementReport, *, error,
+                    notify: bool = False) -> str:
     try:
         attempt = session.get(ChargeAttempt, attempt_id, with_for_update=True, populate_existing=True)
         if attempt.status in UNRESOLVED:
@@ -392,6 +395,10 @@ def _record_outcome(session: Session, attempt_id: int, status: str, report: Sett
             attempt.error_code = getattr(error, "code", None) or type(error).__name__
             attempt.error_message = str(error)[:2000]
             attempt.payment_intent_id = getattr(error, "payment_intent_id", None) or attempt.payment_intent_id
+            if notify and status in REFUSED:
+                session.flush()
+                invoice_number = session.scalar(select(Invoice.number).where(Invoice.id == attempt.invoice_id))
+                notifications.announce_payment_failed(session, attempt, invoice_number)
         session.commit()
     except Exception:
         session.rollback()
@@ -553,6 +560,14 @@ _BULK_APPLY_SQL = [
 ]
 
 
+# one receipt per invoice this run paid in full (what the engine's apply_payment queues one by one)
+_BULK_RECEIPTS_SQL = """
+    SELECT i.customer_id, 'payment-receipt:' || i.id AS key, 'Receipt: invoice ' || i.number || ' is paid' AS subject,
+           json_build_object('invoice_id', i.id) AS context, json_build_array('invoice_pdf', i.id) AS attachment
+    FROM bulk_alloc a JOIN invoices i ON i.id = a.invoice_id
+    WHERE i.state = 'paid' AND i.paid_cents = a.paid_before + a.voucher_part + a.cash_part"""
+
+
 class BulkSettlementConflict(Exception):
     """A balance payment of the bulk path already existed: fall back to the per-customer engine."""
 
@@ -580,6 +595,10 @@ def settle_balances_bulk(session: Session, customer_ids: list[int]) -> list[int]
             raise BulkSettlementConflict(f"{expected - written} balance payment(s) already existed")
         for statement in _BULK_APPLY_SQL:
             session.execute(text(statement), params)
+        notifications.queue_notifications_bulk(
+            session, kind="payment_receipt", template="payment_receipt", source_sql=_BULK_RECEIPTS_SQL,
+            params=params, now=params["now"],
+        )
         done = set(session.execute(text(
             "SELECT c.customer_id FROM bulk_customers c WHERE NOT EXISTS (SELECT 1 FROM settlement_requests r "
             "WHERE r.customer_id = c.customer_id) AND NOT EXISTS (SELECT 1 FROM invoices i WHERE "

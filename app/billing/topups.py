@@ -12,6 +12,7 @@ from flask import current_app
 from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session
 
+from app.billing import notifications
 from app.billing.ledger import post_entry
 from app.billing.money import format_money
 from app.billing.settlement_requests import request_settlement
@@ -114,6 +115,8 @@ def credit_topup(
             },
         )
         request_settlement(session, customer_id)
+        notifications.announce_topup(session, customer_id, payment_intent_id=payment_intent_id,
+                                     amount_cents=amount_cents, at=posted.entry.created_at or utcnow())
     return Credited(payment_intent_id, posted.entry.amount_cents, posted.created)
 
 

@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.billing import notifications
 from app.billing.money import minor_unit_factor, usage_amount_cents
 from app.models.base import utcnow
 from app.models.customer import User
@@ -399,6 +400,8 @@ def _record_new(session, event_id, external_id, customer_id, kind, occurred_at, 
             raise InvalidTransition(f"A {deployment.state} deployment cannot be {kind}.", "type")
         deployment.state = new_state
         deployment.last_event_at = occurred_at
+        if kind == "deleted" and deployment.marked_for_deletion_at is not None:
+            notifications.announce_deployment_deleted(session, deployment, occurred_at)
     event = DeploymentEvent(
         event_id=event_id,
         deployment_id=deployment.id,

@@ -109,7 +109,10 @@ def translate_stripe_error(exc: stripe.StripeError) -> PaymentError:
             return AuthenticationRequired(
                 "Your bank asks you to confirm this payment; pay it from the invoice page.", payment_intent_id=pi_id
             )
-        return CardDeclined("Your card was declined.", code=exc.code or "card_declined", payment_intent_id=pi_id)
+        # Stripe's own reason: the decline code (insufficient_funds, …) and its message
+        decline_code = getattr(getattr(exc, "error", None), "decline_code", None)
+        message = getattr(exc, "user_message", None) or "Your card was declined."
+        return CardDeclined(message, code=decline_code or exc.code or "card_declined", payment_intent_id=pi_id)
     if isinstance(exc, stripe.APIConnectionError | stripe.APIError | stripe.RateLimitError):
         return PaymentOutcomeUnknown("Our payment provider did not answer. Nothing is lost; we will retry shortly.")
     if isinstance(exc, stripe.IdempotencyError):

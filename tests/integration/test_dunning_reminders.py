@@ -26,7 +26,8 @@ START = at("2027-03-01T09:00:00")
 
 
 def _to(mailbox, email):
-    return [m for m in mailbox.messages if m["To"] == email]
+    """Dunning mails only (invoice-issued and receipt notifications are tested elsewhere)."""
+    return [m for m in mailbox.messages if m["To"] == email and m["Message-ID"].startswith("<dunning-")]
 
 
 def test_unpaid_customer_gets_one_reminder_a_week_with_its_invoice_pdfs_and_none_after_paying(
@@ -113,7 +114,9 @@ def test_smtp_down_the_reminder_is_retried_later_not_lost_and_not_duplicated(
     assert (notice.status, notice.attempts, notice.sent_at) == ("pending", 1, None)
     assert "refused" in notice.last_error.lower()
     assert _to(mailbox, customer.email) == []
-    assert ScheduledJobRegistry(queue=get_queue()).count == 1  # RQ's own retry is scheduled
+    queue = get_queue()
+    scheduled = [queue.fetch_job(job_id).func_name for job_id in ScheduledJobRegistry(queue=queue).get_job_ids()]
+    assert scheduled.count("jobs.dunning.send_dunning_notice") == 1  # RQ's own retry is scheduled
 
     # Before its retry time nothing is enqueued again; once it has come, the next run finds it.
     run_dunning()

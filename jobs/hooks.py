@@ -8,9 +8,11 @@ an enqueue loses.
 
 
 def register_job_hooks() -> None:
-    from app.billing import refunds, settlement_requests
+    from app.billing import notifications, refunds, settlement_requests
+    from jobs.notifications import enqueue_notification_sends
     from jobs.queue import enqueue_settlement
     from jobs.refunds import enqueue_refund_send
 
     settlement_requests.set_settlement_enqueuer(enqueue_settlement)
     refunds.register_refund_sender(enqueue_refund_send)
+    notifications.register_notification_sender(enqueue_notification_sends)

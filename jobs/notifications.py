@@ -1,15 +1,12 @@
 """Sending customer notifications (app.billing.notifications).
 
-Importing this module registers the after-commit hook that enqueues the send job of every
+`jobs.hooks` registers `enqueue_notification_sends` as the after-commit sender of every
 notification a transaction queued (the billing layer never imports jobs). Redis may be down or
 lose the job: `sweep_notifications` (periodic, jobs/schedule.py) enqueues whatever is still pending
 past its time. `send_notification` claims the row first, so running it twice sends once.
 """
 
 import logging
-
-from sqlalchemy import event
-from sqlalchemy.orm import Session
 
 from app.billing import notifications
 from app.models.base import utcnow
@@ -24,24 +21,17 @@ SWEEP_BATCH = 100
 ENQUEUE_LIMIT = 1000
 
 
-@event.listens_for(Session, "after_commit")
-def _enqueue_after_commit(session: Session) -> None:
-    ids = notifications.take_pending(session)
-    if not ids:
+def enqueue_notification_sends(notification_ids: list[int]) -> None:
+    """Registered with app.billing.notifications by jobs.hooks: called after a commit with the ids
+    of the notifications it queued. Never raises (the sweep catches up on a failed enqueue)."""
+    if len(notification_ids) > ENQUEUE_LIMIT:
+        log.info("%d notifications left to the sweep", len(notification_ids))
         return
-    if len(ids) > ENQUEUE_LIMIT:
-        log.info("%d notifications left to the sweep", len(ids))
+    if len(notification_ids) == 1:
+        enqueue(send_notification, notification_ids[0], retry=EMAIL_RETRY)
         return
-    if len(ids) == 1:
-        enqueue(send_notification, ids[0], retry=EMAIL_RETRY)
-        return
-    for start in range(0, len(ids), SWEEP_BATCH):
-        enqueue(send_notifications, ids[start : start + SWEEP_BATCH])
-
-
-@event.listens_for(Session, "after_rollback")
-def _forget_on_rollback(session: Session) -> None:
-    notifications.forget_pending(session)
+    for start in range(0, len(notification_ids), SWEEP_BATCH):
+        enqueue(send_notifications, notification_ids[start : start + SWEEP_BATCH])
 
 
 def send_notification(notification_id: int) -> str:

@@ -10,6 +10,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.billing.card_labels import card_label as label_of_card
 from app.billing.money import format_money
 from app.models import Card, ChargeAttempt, Invoice, InvoicePayment, User
 from app.models.base import utcnow
@@ -19,9 +20,10 @@ UNRESOLVED_STATES = ("pending", "unknown")
 
 
 def card_label(card: Card | None) -> str:
+    """"Visa ending 4242" (app.billing.card_labels)."""
     if card is None:
         return "a card"
-    return f"{card.brand.title()} ending {card.last4}"
+    return label_of_card(card.brand, card.last4)
 
 
 DECLINE_REASONS = {

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import bindparam, event, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -138,16 +138,29 @@ def queue_notifications_bulk(session: Session, *, kind: str, template: str, sour
 
 
 def note_pending(session: Session, notification_ids) -> None:
-    """Ask for these rows to be enqueued once the session commits (set-based writers call this)."""
+    """Ask for these rows to be sent once the session commits (set-based writers call this)."""
     session.info.setdefault(_PENDING_KEY, set()).update(notification_ids)
 
 
-def take_pending(session: Session) -> list[int]:
-    """For the after-commit hook (registered by jobs): the ids this transaction queued."""
-    return sorted(session.info.pop(_PENDING_KEY, ()))
+_sender: Callable[[list[int]], object] | None = None
 
 
-def forget_pending(session: Session) -> None:
+def register_notification_sender(sender: Callable[[list[int]], object]) -> None:
+    """`jobs` registers how committed notifications reach a worker (billing never imports jobs);
+    without one, they wait for the periodic sweep."""
+    global _sender
+    _sender = sender
+
+
+@event.listens_for(Session, "after_commit")
+def _send_after_commit(session: Session) -> None:
+    ids = sorted(session.info.pop(_PENDING_KEY, ()))
+    if ids and _sender is not None:
+        _sender(ids)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_on_rollback(session: Session) -> None:
     session.info.pop(_PENDING_KEY, None)
 
 

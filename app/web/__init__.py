@@ -35,7 +35,6 @@ def _resolve_user_first() -> None:
 
 
 def register_web(app: Flask) -> None:
-    import jobs.notifications  # noqa: F401  (registers the after-commit hook that sends notifications)
     from app.web.admin import bp as admin_bp
     from app.web.api import bp as api_bp
     from app.web.auth import bp as auth_bp

@@ -1,7 +1,7 @@
 """notifications: customer emails recorded once per key (outbox), receipts preference
 
-Revision ID: 0007_notifications
-Revises: 0006
+Revision ID: 0012_notifications
+Revises: 0011_billing_profile
 """
 
 import sqlalchemy as sa
@@ -9,8 +9,8 @@ from alembic import op
 
 import app.models.base
 
-revision = "0007_notifications"
-down_revision = "0006"
+revision = "0012_notifications"
+down_revision = "0011_billing_profile"
 branch_labels = None
 depends_on = None
 

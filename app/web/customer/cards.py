@@ -4,6 +4,7 @@ from flask import flash, redirect, url_for
 from flask_login import current_user
 
 from app.billing import cards as card_service
+from app.billing.card_attempts import declining_default_card
 from app.extensions import db
 from app.models import Card
 from app.models.base import utcnow
@@ -15,7 +16,8 @@ from app.web.stripe import checkout_urls
 
 def _render(status: int = 200):
     body = render_page_or_block(
-        "customer/cards.html", "card_list", cards=card_service.active_cards(db.session, current_user.id), now=utcnow()
+        "customer/cards.html", "card_list", cards=card_service.active_cards(db.session, current_user.id), now=utcnow(),
+        declining=declining_default_card(db.session, current_user.id),
     )
     return body, status
 

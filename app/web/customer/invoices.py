@@ -4,6 +4,7 @@ from flask import Response, flash, redirect, request, url_for
 from flask_login import current_user
 from sqlalchemy import func, select
 
+from app.billing import card_attempts
 from app.billing.credit_notes import credit_notes_of_invoice
 from app.billing.invoice_document import invoice_document
 from app.billing.settlement_requests import request_settlement
@@ -63,11 +64,24 @@ def invoices():
     )
 
 
-def _render_detail(invoice: Invoice, *, settling: bool, polls: int, **extra):
+def _render_detail(invoice: Invoice, *, settling: bool, polls: int, after: int | None = None,
+                   result: card_attempts.PayResult | None = None, **extra):
+    """`after` (the newest card attempt when "Pay now" was clicked) rides along in the poll URL, so
+    the fragment that finds the settlement finished reports its outcome in `result`."""
     return render_page_or_block(
         "customer/invoice_detail.html", "invoice_status", invoice=invoice, doc=invoice_document(db.session, invoice),
-        settling=settling, polls=polls, **extra,
+        settling=settling, polls=polls, after=after, result=result,
+        attempts=card_attempts.invoice_attempts(db.session, invoice.id), **extra,
     )
+
+
+def _outcome(invoice: Invoice, after: int, *, still_waiting: bool) -> card_attempts.PayResult:
+    if still_waiting:
+        return card_attempts.PayResult(
+            "unconfirmed", "We are still working on this payment. The page does not need to stay open: we "
+            "email you the outcome.", [])
+    db.session.refresh(invoice)
+    return card_attempts.pay_result(db.session, invoice, after_attempt_id=after)
 
 
 def _visible_invoice(invoice_id: int) -> Invoice:
@@ -90,29 +104,38 @@ def invoice_detail(invoice_id: int):
 @bp.post("/invoices/<int:invoice_id>/pay")
 @customer_required
 def pay_invoice(invoice_id: int):
-    """Ask for settlement now; the page then polls the status fragment until the job is done."""
+    """Ask for settlement now. "Pay now" always ends with a message in place: the fragment polls
+    while the settlement runs and shows the outcome (paid, or why not and what to do) as soon as it
+    is reached — also when it is reached before the first poll."""
     invoice = _visible_invoice(invoice_id)
+    after = card_attempts.last_attempt_id(db.session, invoice.id)
     if invoice.state == "open":
         request_settlement(db.session, current_user.id)
         db.session.commit()
-        flash("Paying this invoice from your balance and cards…", "info")
     if not is_htmx():
+        if invoice.state == "open":
+            flash("Paying this invoice from your balance and cards…", "info")
         return redirect(url_for("customer.invoice_detail", invoice_id=invoice.id), 303)
-    return _render_detail(invoice, settling=invoice.state == "open", polls=0)
+    settling = invoice.state == "open" and _settlement_waiting(current_user.id)
+    result = None if settling else _outcome(invoice, after, still_waiting=False)
+    return _render_detail(invoice, settling=settling, polls=0, after=after, result=result)
 
 
 @bp.get("/invoices/<int:invoice_id>/status")
 @customer_required
 def invoice_status(invoice_id: int):
-    """The status fragment (state, amounts, payments); keeps polling while a settlement is waiting."""
+    """The status fragment (state, amounts, payments, card attempts); keeps polling while a
+    settlement is waiting. With `after` (a "Pay now" click) the final state carries its message,
+    whichever poll reaches it first."""
     invoice = _visible_invoice(invoice_id)
-    polls = request.args.get("polls", 0, type=int) + 1
-    settling = _settlement_waiting(current_user.id) and polls < MAX_POLLS
-    if not settling and invoice.state == "open" and polls > 1:
-        flash("We could not pay all of this invoice. Add funds or a card, then try again.", "error")
-    elif not settling and invoice.state == "paid" and polls > 1:
-        flash(f"Invoice {invoice.number} is paid.", "success")
-    return _render_detail(invoice, settling=settling, polls=polls)
+    polls = min(max(request.args.get("polls", 0, type=int), 0), MAX_POLLS) + 1
+    after = request.args.get("after", type=int)
+    waiting = _settlement_waiting(current_user.id)
+    settling = waiting and polls < MAX_POLLS
+    result = None
+    if not settling and after is not None:
+        result = _outcome(invoice, max(after, 0), still_waiting=waiting)
+    return _render_detail(invoice, settling=settling, polls=polls, after=after, result=result)
 
 
 @bp.get("/invoices/<int:invoice_id>/pdf")

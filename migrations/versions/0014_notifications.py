@@ -1,7 +1,7 @@
 """notifications: customer emails recorded once per key (outbox), receipts preference
 
-Revision ID: 0012_notifications
-Revises: 0011_billing_profile
+Revision ID: 0014_notifications
+Revises: 0013_security
 """
 
 import sqlalchemy as sa
@@ -9,8 +9,8 @@ from alembic import op
 
 import app.models.base
 
-revision = "0012_notifications"
-down_revision = "0011_billing_profile"
+revision = "0014_notifications"
+down_revision = "0013_security"
 branch_labels = None
 depends_on = None
 

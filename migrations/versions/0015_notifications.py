@@ -1,7 +1,7 @@
 """notifications: customer emails recorded once per key (outbox), receipts preference
 
-Revision ID: 0014_notifications
-Revises: 0013_security
+Revision ID: 0015_notifications
+Revises: 0014_customer_external_ref
 """
 
 import sqlalchemy as sa
@@ -9,8 +9,8 @@ from alembic import op
 
 import app.models.base
 
-revision = "0014_notifications"
-down_revision = "0013_security"
+revision = "0015_notifications"
+down_revision = "0014_customer_external_ref"
 branch_labels = None
 depends_on = None
 

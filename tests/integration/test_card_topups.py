@@ -116,6 +116,21 @@ def test_the_webhook_may_credit_first_and_the_request_then_finds_it(client, sess
     assert_money_invariants(session, customer.id)
 
 
+def test_submitting_again_after_an_unknown_outcome_repeats_the_same_request(client, session, quiet_stripe, customer):
+    card = add_card(session, customer.id, default=True)
+    quiet_stripe.set_fault("/v1/payment_intents", "error_after_forward")  # charged, but the answer is lost
+    form = _form(client)
+    first = _top_up(client, card.id, form=form, htmx=True)
+    assert first.status_code == 202
+    kept = re.search(r'name="request_token"[^>]*value="([^"]+)"|value="([^"]+)"[^>]*name="request_token"',
+                     first.get_data(as_text=True))
+    assert form["request_token"] in kept.groups()  # the re-rendered form repeats the same request
+    again = _top_up(client, card.id, form=form, htmx=True)
+    assert again.status_code == 204 and again.headers["HX-Redirect"].endswith("/balance")
+    assert len(_succeeded(session, customer.id)) == 1
+    assert [e.amount_cents for e in cash_entries(session, customer.id)] == [2000]
+
+
 def test_an_unknown_outcome_is_retried_with_the_same_key_and_never_charges_twice(
     client, session, quiet_stripe, customer
 ):

@@ -38,8 +38,11 @@ def _form(cards, formdata=None) -> TopupForm:
     return form
 
 
-def _render(form: TopupForm, cards, status: int = 200):
-    form.request_token.data = secrets.token_urlsafe(24)  # every rendering is a new request
+def _render(form: TopupForm, cards, status: int = 200, *, same_request: bool = False):
+    """`same_request`: keep the form's token, so that submitting again repeats the same charge
+    request (Stripe answers with the first outcome) instead of making a new one."""
+    if not (same_request and form.request_token.data):
+        form.request_token.data = secrets.token_urlsafe(24)  # otherwise every rendering is a new request
     body = render_page_or_block(
         "customer/balance.html",
         "topup_form",
@@ -98,7 +101,7 @@ def start_topup():
         return _go(exc.checkout_url)  # 3-D Secure: the customer confirms on Checkout
     except card_topups.CardTopupInProgress as exc:
         flash(str(exc), "info")
-        return _render(form, cards, 202)
+        return _render(form, cards, 202, same_request=True)
     except (card_topups.CardTopupDeclined, card_topups.InvalidTopupRequest) as exc:
         form.pay_with.errors = [*form.pay_with.errors, str(exc)]
         return _render(form, cards, 402 if isinstance(exc, card_topups.CardTopupDeclined) else 400)

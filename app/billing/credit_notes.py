@@ -21,6 +21,8 @@ Guarantees:
   `cash_refunds` row per payment intent (pending, its own idempotency key), which is sent to
   Stripe only after the commit (app.billing.refunds) and re-sent with the same key until Stripe
   answers. Credit landing on a balance requests settlement of the customer's other open invoices.
+- The customer is mailed the credit note with its PDF (a notification queued in the same
+  transaction, sent once after the commit).
 - The admin form's `request_key` makes a double submit return the first credit note.
 """
 
@@ -38,6 +40,7 @@ from app.billing.audit import record_audit
 from app.billing.invoices import apply_payment, lock_invoice
 from app.billing.ledger import post_entry
 from app.billing.money import format_money, tax_cents, usage_amount_cents
+from app.billing.notifications import queue_notification, register_attachment
 from app.billing.refunds import schedule_refund_send
 from app.billing.settlement_requests import request_settlement
 from app.models import Invoice, User
@@ -384,11 +387,44 @@ def issue_credit_note(
              "returned_card_cents": plan.returned_card_cents, "card_refund": plan.card_refund,
              "reason": reason, "memo": memo, "invoice_state": invoice.state, "invoice_due_cents": invoice.amount_due_cents},
         )
+        announce_credit_note(session, credit_note, invoice)
         session.commit()
     except Exception:
         session.rollback()
         raise
     return credit_note
+
+
+def announce_credit_note(session: Session, credit_note: CreditNote, invoice: Invoice) -> bool:
+    """Mail the customer the credit note (PDF attached), once, after the commit. Everything the mail
+    says is in the context: an issued credit note never changes."""
+    return queue_notification(
+        session, user_id=invoice.customer_id, kind="credit_note_issued", key=f"credit-note-issued:{credit_note.id}",
+        subject=f"Credit note {credit_note.number} for invoice {invoice.number}", template="credit_note_issued",
+        context={
+            "credit_note_id": credit_note.id, "invoice_id": invoice.id, "number": credit_note.number,
+            "invoice_number": invoice.number, "reason": credit_note.reason, "total_cents": credit_note.total_cents,
+            "tax_cents": credit_note.tax_cents, "applied_to_due_cents": credit_note.applied_to_due_cents,
+            "returned_voucher_cents": credit_note.returned_voucher_cents,
+            "returned_cash_cents": credit_note.returned_cash_cents,
+            "returned_card_cents": credit_note.returned_card_cents, "card_refund": credit_note.card_refund,
+        },
+        attachment=("credit_note_pdf", credit_note.id),
+    )
+
+
+def _credit_note_pdf(session: Session, customer_id: int, credit_note_id) -> tuple[str, str, bytes] | None:
+    """The notification attachment: the customer's own credit note as PDF, rendered at send time."""
+    from app.pdf import render_credit_note_pdf
+
+    credit_note = session.get(CreditNote, int(credit_note_id))
+    if credit_note is None or credit_note.customer_id != customer_id:
+        return None
+    pdf = render_credit_note_pdf(credit_note, session.get(Invoice, credit_note.invoice_id))
+    return f"credit-note-{credit_note.number}.pdf", "application/pdf", pdf
+
+
+register_attachment("credit_note_pdf", _credit_note_pdf)
 
 
 def _write_credit_note(session, invoice, plan, *, reason, memo, request_key, actor_id, now) -> CreditNote:

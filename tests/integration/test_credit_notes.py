@@ -364,3 +364,22 @@ def _injected_faults(emulator) -> list:
     import json
 
     return json.loads(emulator._call("GET", "/_emulator/faults"))["faults"]
+
+
+def test_the_customer_is_mailed_the_credit_note_with_its_pdf_once(app, session, factory, worker, mailbox):
+    import io
+
+    from pypdf import PdfReader
+
+    customer = factory.customer(email="mailme@example.com")
+    invoice = make_invoice(session, customer.id, 3000)
+    note = _issue(session, invoice, CreditLineInput(_line(invoice).id, amount_cents=1000), reason="Price fixed")
+    worker.run_burst()
+    worker.run_burst()
+    messages = [m for m in mailbox.wait_for(1) if note.number in m["Subject"]]
+    assert len(messages) == 1 and messages[0]["To"] == "mailme@example.com"
+    body = messages[0].get_body(preferencelist=("plain",)).get_content()
+    assert "Price fixed" in body and "$10.00" in body and invoice.number in body
+    [attachment] = [part for part in messages[0].iter_attachments() if part.get_content_type() == "application/pdf"]
+    text = "".join(p.extract_text() for p in PdfReader(io.BytesIO(attachment.get_content())).pages)
+    assert note.number in text and invoice.number in text

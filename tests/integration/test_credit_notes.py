@@ -21,7 +21,7 @@ from app.billing.credit_notes import (
 )
 from app.billing.invoices import InvoiceHasCreditNotes, LineSpec, create_invoice, issue_invoice, void_invoice
 from app.billing.settlement import settle_customer
-from app.models import AuditLog, Card, Invoice, LedgerEntry, SettlementRequest, User
+from app.models import AuditLog, Card, Invoice, InvoicePayment, LedgerEntry, SettlementRequest, User
 from app.models.base import utcnow
 from app.models.credit_note import CreditNote, CreditNoteLine
 from app.models.stripe_events import CashRefund
@@ -383,3 +383,28 @@ def test_the_customer_is_mailed_the_credit_note_with_its_pdf_once(app, session, 
     [attachment] = [part for part in messages[0].iter_attachments() if part.get_content_type() == "application/pdf"]
     text = "".join(p.extract_text() for p in PdfReader(io.BytesIO(attachment.get_content())).pages)
     assert note.number in text and invoice.number in text
+
+
+def test_a_card_refund_stripe_refuses_lands_on_the_cash_balance_and_requests_settlement(session, factory, quiet_stripe):
+    from app.billing.refunds import send_pending_refunds
+
+    customer, invoice = _paid_mixed_invoice(session, factory)
+    card_payment = next(p for p in invoice.payments if p.source == "card")
+    session.execute(InvoicePayment.__table__.update().where(InvoicePayment.id == card_payment.id)
+                    .values(payment_intent_id="pi_does_not_exist"))  # Stripe will refuse the refund
+    session.commit()
+    session.expire_all()
+    note = _issue(session, session.get(Invoice, invoice.id), CreditLineInput(_line(invoice).id, amount_cents=400),
+                  card_refund=True)
+    session.execute(SettlementRequest.__table__.delete())
+    session.commit()
+    [part] = send_pending_refunds(session, request_key=f"credit-note:{note.id}")
+    session.expire_all()
+    assert session.get(CashRefund, part.id).status == "failed"
+    user = session.get(User, customer.id)
+    assert (user.cash_balance_cents, user.voucher_balance_cents) == (400, 0)
+    assert session.get(SettlementRequest, customer.id) is not None
+    send_pending_refunds(session)  # nothing pending: nothing more moves
+    session.expire_all()
+    assert session.get(User, customer.id).cash_balance_cents == 400
+    assert_money_invariants(session, customer.id)

@@ -120,6 +120,11 @@ def signup():
                 enqueue(send_verification_email, outcome.user_id, outcome.verification_token)
             flash(f"Check your inbox: we sent a message to {email}. Open the link in it to finish signing up.", "info")
             return redirect(url_for("auth.login"), 303)
+    if form.errors and form.password.data and not form.password.errors:
+        # another field is wrong: say what is wrong with the password too, every error at once
+        problem = accounts.password_problem(form.password.data, email=form.email.data or "", name=form.name.data)
+        if problem:
+            form.password.errors = [*form.password.errors, problem]
     return render_template("auth/signup.html", form=form), 400 if form.errors else 200
 
 

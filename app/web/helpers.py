@@ -72,3 +72,19 @@ def describe_device(user_agent: str | None) -> str:
     if browser and system:
         return f"{browser} on {system}"
     return browser or system or user_agent[:60]
+
+
+def parse_money_field(field, **bounds) -> int | None:
+    """Parse a money form field through the money-input door, adding its message to the field's errors
+    instead of raising: a view calls it whether or not the other fields validated, so that every
+    field's errors show at once. An empty field is None (DataRequired, where used, says so)."""
+    from app.billing.money import InvalidAmount
+    from app.billing.money_input import parse_money_cents
+
+    if not (field.data or "").strip():
+        return None
+    try:
+        return parse_money_cents(field.data, **bounds)
+    except InvalidAmount as exc:
+        field.errors = [*field.errors, str(exc)]
+        return None

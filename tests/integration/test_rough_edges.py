@@ -58,6 +58,31 @@ def test_sign_up_shows_every_fields_error_at_once(client):
     assert "Passwords do not match." in errors
 
 
+def test_sign_up_names_a_weak_password_even_when_the_email_is_wrong_too(client):
+    token = get_csrf(client, "/signup")
+    response = client.post("/signup", data={"csrf_token": token, "email": "not-an-email",
+                                            "password": "password1234", "confirm": "password1234"})
+    errors = _errors(response.get_data(as_text=True))
+    assert "Enter a valid email address." in errors
+    assert any(e.startswith("This password is too easy to guess.") for e in errors), errors
+
+
+def test_the_refund_and_bank_transfer_forms_show_every_fields_error_at_once(admin_client, session, factory):
+    customer = factory.customer()
+    invoice = make_invoice(session, customer.id, 1000)
+    token = get_csrf(admin_client, f"/admin/refunds?customer_id={customer.id}")
+    response = admin_client.post(f"/admin/refunds/{customer.id}", data={"csrf_token": token, "amount": "12abc",
+                                                                        "reason": ""})
+    errors = _errors(response.get_data(as_text=True))
+    assert response.status_code == 400 and len(errors) == 2, errors
+    response = admin_client.post(f"/admin/invoices/{invoice.id}/bank-transfer",
+                                 data={"csrf_token": token, "amount": "12abc", "reference": "r" * 201})
+    errors = _errors(response.get_data(as_text=True))
+    assert response.status_code == 400 and len(errors) == 2, errors
+    session.expire_all()
+    assert session.get(type(invoice), invoice.id).paid_cents == 0
+
+
 def test_the_adjustment_form_shows_the_amount_and_the_reason_errors_together(admin_client, factory):
     customer = factory.customer()
     token = get_csrf(admin_client, f"/admin/customers/{customer.id}")

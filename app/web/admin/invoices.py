@@ -14,15 +14,15 @@ from app.billing import monthly
 from app.billing.card_labels import card_label
 from app.billing.invoice_document import invoice_document
 from app.billing.invoices import InvoiceError, record_bank_transfer, void_invoice
-from app.billing.money import InvalidAmount, format_money, minor_unit_factor, to_decimal
-from app.billing.money_input import MAX_CENTS, parse_money_cents
+from app.billing.money import format_money, minor_unit_factor, to_decimal
+from app.billing.money_input import MAX_CENTS
 from app.extensions import db
 from app.models import Card, ChargeAttempt, Invoice, User
 from app.models.invoice import INVOICE_STATES
 from app.pdf import render_invoice_pdf
 from app.web.admin import bp
 from app.web.csv_export import csv_response
-from app.web.helpers import admin_required, render_page_or_block
+from app.web.helpers import admin_required, parse_money_field, render_page_or_block
 
 PAGE_SIZE = 50
 
@@ -180,17 +180,13 @@ def void(invoice_id: int):
 def mark_paid(invoice_id: int):
     invoice = _invoice_or_404(invoice_id)
     form = BankTransferForm()
-    if not form.validate_on_submit():
+    valid = form.validate_on_submit()
+    amount = parse_money_field(form.amount, min_cents=1, max_cents=MAX_CENTS)  # empty: all that is due
+    if not valid or form.amount.errors:
         return _render_detail(invoice, transfer_form=form, status=400)
     try:
-        amount = None
-        if (form.amount.data or "").strip():
-            amount = parse_money_cents(form.amount.data, min_cents=1, max_cents=MAX_CENTS)
         payment = record_bank_transfer(db.session, invoice.id, actor_id=current_user.id, amount_cents=amount,
                                        reference=form.reference.data or None)
-    except InvalidAmount as exc:
-        form.amount.errors.append(str(exc))
-        return _render_detail(invoice, transfer_form=form, status=400)
     except InvoiceError as exc:
         form.amount.errors.append(str(exc))
         return _render_detail(db.session.get(Invoice, invoice_id), transfer_form=form, status=409)

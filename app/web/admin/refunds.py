@@ -10,12 +10,12 @@ from wtforms import HiddenField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length
 
 from app.billing import refunds as refund_service
-from app.billing.money import InvalidAmount, format_money
-from app.billing.money_input import MAX_CENTS, parse_money_cents
+from app.billing.money import format_money
+from app.billing.money_input import MAX_CENTS
 from app.extensions import db
 from app.models import User
 from app.web.admin import bp
-from app.web.helpers import admin_required, render_page_or_block
+from app.web.helpers import admin_required, parse_money_field, render_page_or_block
 
 
 class RefundForm(FlaskForm):
@@ -74,10 +74,11 @@ def refund_cash(customer_id: int):
     if customer is None:
         return redirect(url_for("admin.refunds"), 303)
     form = RefundForm()
-    if not form.validate_on_submit():
+    valid = form.validate_on_submit()
+    amount_cents = parse_money_field(form.amount, min_cents=1, max_cents=MAX_CENTS)  # errors of all fields at once
+    if not valid or amount_cents is None:
         return _render(customer, form, 400)
     try:
-        amount_cents = parse_money_cents(form.amount.data, min_cents=1, max_cents=MAX_CENTS)
         outcome = refund_service.refund_cash_balance(
             db.session,
             actor_id=current_user.id,
@@ -86,9 +87,6 @@ def refund_cash(customer_id: int):
             reason=form.reason.data,
             request_key=form.request_key.data or secrets.token_urlsafe(16),
         )
-    except InvalidAmount as exc:
-        form.amount.errors.append(str(exc))
-        return _render(customer, form, 400)
     except refund_service.RefundError as exc:
         form.amount.errors.append(str(exc))
         return _render(customer, form, 400)

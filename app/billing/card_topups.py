@@ -24,7 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.billing import topups
+from app.billing import card_labels, topups
 from app.billing.cards import usable_cards
 from app.billing.stripe_customers import ensure_stripe_customer
 from app.models import Card
@@ -80,7 +80,7 @@ class CardTopupResult:
 
 
 def card_label(card: Card) -> str:
-    return f"{card.brand.title()} ending {card.last4}"
+    return card_labels.card_label(card.brand, card.last4)
 
 
 def decline_reason(code: str | None) -> str:

@@ -441,6 +441,21 @@ def _record_success(session: Session, attempt_id: int, charge: gateway.Charge, r
     return "succeeded"
 
 
+def _no_other_card_to_try(session: Session, attempt_id: int) -> bool:
+    """True when, should this attempt be refused, no other usable card is left to try for its
+    invoice (then the refusal tells the customer, as the last card of a normal run does)."""
+    attempt = session.get(ChargeAttempt, attempt_id)
+    refused = set(session.scalars(
+        select(ChargeAttempt.card_id).where(
+            ChargeAttempt.invoice_id == attempt.invoice_id, ChargeAttempt.status.in_(REFUSED),
+            ChargeAttempt.created_at >= utcnow() - DECLINE_RETRY_INTERVAL,
+        )
+    ))
+    others = [c.id for c in usable_cards(session, attempt.customer_id) if c.id != attempt.card_id and c.id not in refused]
+    session.rollback()
+    return not others
+
+
 def _redrive_unresolved_attempts(session: Session, customer_id: int, report: SettlementReport) -> set[int]:
     """Re-send every pending/unknown attempt with its own key (never a new charge). Returns the
     invoices whose outcome is still unknown: they are left alone this round."""
@@ -456,7 +471,7 @@ def _redrive_unresolved_attempts(session: Session, customer_id: int, report: Set
         return blocked  # the usual case: keep the read transaction going into the balance phase
     session.rollback()
     for attempt_id in attempt_ids:
-        status = _send_attempt(session, attempt_id, report)
+        status = _send_attempt(session, attempt_id, report, last_card=_no_other_card_to_try(session, attempt_id))
         if status in UNRESOLVED:
             blocked.add(session.get(ChargeAttempt, attempt_id).invoice_id)
             session.rollback()

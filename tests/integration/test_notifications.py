@@ -327,3 +327,22 @@ def test_settling_twice_queues_one_receipt(session, factory):
     settle_customer(session, customer.id)
     settle_customer(session, customer.id)
     assert [r.key for r in rows(session, customer.id, "payment_receipt")] == [f"payment-receipt:{invoice.id}"]
+
+
+def test_a_charge_whose_outcome_was_unknown_and_then_declines_is_mailed_as_failed(
+    session, factory, worker, mailbox, stripe
+):
+    customer = factory.customer()
+    add_card(session, customer.id, DECLINES_OFF_SESSION, default=True)
+    invoice = make_invoice(session, customer.id, 1800)
+    stripe.set_fault("/v1/payment_intents", "error", count=1)
+
+    settle_customer(session, customer.id)  # Stripe did not answer: unknown, nobody is told yet
+    assert rows(session, customer.id, "payment_failed") == []
+    settle_customer(session, customer.id)  # re-driven with the same key: declined, no other card
+
+    [failed] = rows(session, customer.id, "payment_failed")
+    assert failed.context["invoice_id"] == invoice.id
+    worker.run_burst()
+    [message] = mails(mailbox, customer.email, "Payment failed")
+    assert "Visa ending 0341 declined on" in plain_text(message)

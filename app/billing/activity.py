@@ -265,8 +265,6 @@ def _ledger_description(kind: str, account: str, amount_cents: int, note: str, i
     if kind == "admin_adjustment":
         verb = "Credit" if amount_cents > 0 else "Debit"
         return f"{verb} by Paydesk: {note}" if note else f"{verb} by Paydesk"
-    if kind == "credit_note":
-        return f"{note}, credited to your {balance}" if note else f"Credit note, credited to your {balance}"
     if kind == "refund":
         return f"Refund to your card: {note}" if note else "Refund to your card"
     if kind == "refund_reversal":

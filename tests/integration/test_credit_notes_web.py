@@ -211,6 +211,6 @@ def test_credit_notes_appear_in_the_customer_activity(app, session, factory, qui
     login(client, customer.email)
     html = unescape(client.get("/activity").get_data(as_text=True))
     assert f"Credit note {partial.number} lowered what invoice {open_invoice.number} owes" in html
-    assert f"Credit note {full.number} for invoice {paid.number}, credited to your voucher balance" in html
-    assert f"Credit note {full.number} for invoice {paid.number}, credited to your cash balance" in html
+    assert f"Credit note {full.number} for invoice {paid.number}: credited to your voucher balance" in html
+    assert f"Credit note {full.number} for invoice {paid.number}: credited to your cash balance" in html
     assert f"Refund to your card: credit note {full.number}" in html

@@ -121,6 +121,7 @@ def main() -> None:
 
     upgrade_database(args.database_url)
     os.environ.update(DATABASE_URL=args.database_url, JOBS_MODE="inline", VAT_RATE="0.19")
+    os.environ.setdefault("SECRET_KEY", "bench-only-secret")  # create_app refuses to start without one
     os.environ.pop("REDIS_URL", None)
     from app import create_app
     from app.billing.monthly import issue_monthly_invoices_bulk

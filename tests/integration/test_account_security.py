@@ -481,3 +481,19 @@ def test_pages_escape_what_customers_typed(app, factory):
         assert page.status_code == 200
         assert hostile not in html and "<img src=x" not in html
         assert "&lt;script&gt;" in html
+
+
+def test_the_per_address_flood_guard_answers_429_with_retry_after(app):
+    c = app.test_client()
+    c.environ_base["REMOTE_ADDR"] = "198.51.100.99"
+    token = get_csrf(c, "/login")
+    statuses = [
+        c.post("/login", data={"email": f"guess{n}@example.com", "password": "wrong-password", "csrf_token": token})
+        for n in range(61)
+    ]
+    assert [r.status_code for r in statuses[:60]] == [400] * 60
+    assert statuses[60].status_code == 429 and 0 < int(statuses[60].headers["Retry-After"]) <= 60
+    # another address is not affected
+    other = app.test_client()
+    other.environ_base["REMOTE_ADDR"] = "198.51.100.100"
+    assert _fail_login(other, "guess0@example.com").status_code == 400

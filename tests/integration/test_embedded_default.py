@@ -63,6 +63,10 @@ def test_bin_dev_serves_the_portal_and_the_demo_customer_can_log_in(tmp_path: Pa
         assert email in response.text
         health = http.get(f"{base}/healthz").json()
         assert health["checks"]["database"] == "ok"
+        # the signing key is random, kept in instance/ for the owner only, never derived from the host
+        secret_file = ROOT / "instance" / "secret_key"
+        assert secret_file.stat().st_mode & 0o077 == 0
+        assert len(secret_file.read_text().strip()) == 64
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=20)

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from app.billing import notifications
 from app.billing.money import minor_unit_factor, usage_amount_cents
+from app.billing.periods import period_bounds  # noqa: F401  (re-exported)
 from app.models.base import utcnow
 from app.models.customer import User
 from app.models.usage import Deployment, DeploymentEvent, Plan, PlanPrice, UsageCharge
@@ -39,19 +40,7 @@ TRANSITIONS = {
 
 
 # ------------------------------------------------------------------ periods ---
-def period_bounds(period: str) -> tuple[datetime, datetime]:
-    """'2026-10' → [2026-10-01T00:00Z, 2026-11-01T00:00Z)."""
-    try:
-        year, month = (int(part) for part in period.split("-"))
-        start = datetime(year, month, 1, tzinfo=UTC)
-    except (ValueError, AttributeError):
-        raise ValueError(f"{period!r} is not a period like 2026-10") from None
-    if len(period) != 7:
-        raise ValueError(f"{period!r} is not a period like 2026-10")
-    end = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=UTC)
-    return start, end
-
-
+# period_bounds (re-exported here for its many callers) lives in the one period door, app.billing.periods.
 def period_of(moment: datetime) -> str:
     return f"{moment.year:04d}-{moment.month:02d}"
 

@@ -1,7 +1,11 @@
-"""Blueprints by audience, error pages and template helpers."""
+"""Blueprints by audience, error pages, the input doors every request passes, template helpers."""
 
-from flask import Flask, render_template, request, session
+import logging
+import re
+
+from flask import Flask, abort, render_template, request, session
 from flask_login import current_user
+from markupsafe import escape
 
 from app import accounts
 from app.billing.card_labels import card_label
@@ -9,7 +13,14 @@ from app.billing.money import format_money, format_unit_price
 from app.billing.vouchers import valid_until_text
 from app.extensions import db, login_manager
 from app.models import User
-from app.web.helpers import describe_device, is_htmx
+from app.web.helpers import IdConverter, describe_device, is_htmx
+
+log = logging.getLogger(__name__)
+
+# C0 control characters other than tab, CR and LF, and DEL: never typed by a person.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Request bodies that are not form fields: validated by their own schema (API) or signature (Stripe).
+RAW_BODY_ENDPOINTS = ("stripe.webhook",)
 
 
 @login_manager.user_loader
@@ -43,7 +54,9 @@ def register_web(app: Flask) -> None:
     from app.web.security_headers import register_security_headers
     from app.web.stripe import bp as stripe_bp
 
+    app.url_map.converters["id"] = IdConverter
     register_security_headers(app)
+    app.before_request(_refuse_control_characters)
     app.before_request(_resolve_user_first)
     app.register_blueprint(auth_bp)
     app.register_blueprint(customer_bp)
@@ -67,7 +80,20 @@ def register_web(app: Flask) -> None:
 ERROR_PAGES = (400, 403, 404, 429, 500)  # statuses with an HTML page; the others answer werkzeug's own
 
 
+def _refuse_control_characters():
+    """NUL and other control characters in a query argument, a path or a form field: 400, before
+    any view runs (PostgreSQL refuses NUL in text; nothing else wants them)."""
+    texts = [request.path, *request.args.keys(), *request.args.values()]
+    if request.endpoint not in RAW_BODY_ENDPOINTS and request.blueprint != "api":
+        texts += [*request.form.keys(), *request.form.values()]
+    if any(CONTROL_CHARACTERS.search(text) for text in texts):
+        abort(400, description="Text may not contain control characters (such as NUL).")
+
+
 def _error_page(code: int):
+    """Roll the request's session back first (a failed flush must not break the page), and never
+    raise: if the page cannot render, answer a minimal page with the same status."""
+
     def handler(error):
         from app.web.api import api_error_response, is_api_request
 
@@ -75,7 +101,15 @@ def _error_page(code: int):
             return api_error_response(error, code)
         if code not in ERROR_PAGES:
             return error
+        try:
+            db.session.rollback()
+        except Exception:  # noqa: BLE001 - the error page must render whatever state the session is in
+            log.exception("rollback before the error page failed")
         description = getattr(error, "description", None)
-        return render_template("errors/error.html", code=code, description=description), code
+        try:
+            return render_template("errors/error.html", code=code, description=description), code
+        except Exception:  # noqa: BLE001
+            log.exception("the error page for %s could not render", code)
+            return f"<!doctype html><title>{code}</title><h1>Error {code}</h1><p>{escape(description or '')}</p>", code
 
     return handler

@@ -7,6 +7,42 @@ from flask_login import current_user, login_required
 from jinja2_fragments.flask import render_block
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from werkzeug.routing import BaseConverter, ValidationError
+
+MAX_ID = 2**63 - 1
+
+
+class IdConverter(BaseConverter):
+    """`<id:invoice_id>`: a database id, 1..2^63-1. Anything else (zero, leading zeros, 20 digits,
+    a sign) does not match the route, so it is a 404 before the view runs."""
+
+    regex = r"[1-9][0-9]{0,18}"
+    part_isolating = True
+
+    def to_python(self, value: str) -> int:
+        number = int(value)
+        if number > MAX_ID:
+            raise ValidationError()
+        return number
+
+    def to_url(self, value) -> str:
+        return str(int(value))
+
+
+def id_from_text(text) -> int | None:
+    """A typed id (a search box, a filter) → int within 1..MAX_ID, or None."""
+    text = (text or "").strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > 19:
+        return None
+    number = int(text)
+    return number if 1 <= number <= MAX_ID else None
+
+
+def page_number(pages: int) -> int:
+    """`?page=` clamped to 1..pages (garbage, negatives and huge numbers included)."""
+    raw = request.args.get("page", "")
+    number = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 9 else 1
+    return min(max(number, 1), max(pages, 1))
 
 
 def is_htmx() -> bool:
@@ -27,9 +63,8 @@ def render_flashes_oob() -> str:
 
 def owned_or_404(session: Session, model, object_id, customer_id: int):
     """Load a customer-scoped row, or 404 when it does not exist or belongs to someone else."""
-    try:
-        object_id = int(object_id)
-    except (TypeError, ValueError):
+    object_id = object_id if isinstance(object_id, int) else id_from_text(str(object_id))
+    if object_id is None or not 1 <= object_id <= MAX_ID:
         abort(404)
     obj = session.scalar(select(model).where(model.id == object_id, model.customer_id == customer_id))
     if obj is None:

@@ -18,7 +18,7 @@ from app.billing.money_input import configured_max_cents, parse_money_cents
 from app.extensions import db
 from app.models import Card, Invoice, LedgerEntry, User
 from app.web.admin import bp
-from app.web.helpers import admin_required, is_htmx, render_page_or_block
+from app.web.helpers import admin_required, id_from_text, is_htmx, page_number, render_page_or_block
 
 PAGE_SIZE = 50
 
@@ -33,16 +33,16 @@ class AdjustmentForm(FlaskForm):
 @admin_required
 def customers():
     q = (request.args.get("q") or "").strip()
-    page = max(request.args.get("page", 1, type=int) or 1, 1)
     query = select(User).where(User.is_admin.is_(False))
     if q:
         like = q.lower()
         conditions = [func.lower(User.email).contains(like), func.lower(func.coalesce(User.name, "")).contains(like),
                       func.lower(func.coalesce(User.company, "")).contains(like)]
-        if q.isdigit():
-            conditions.append(User.id == int(q))
+        if (typed_id := id_from_text(q)) is not None:
+            conditions.append(User.id == typed_id)
         query = query.where(or_(*conditions))
     total = db.session.scalar(select(func.count()).select_from(query.subquery()))
+    page = page_number((total + PAGE_SIZE - 1) // PAGE_SIZE)
     rows = list(db.session.scalars(query.order_by(User.email).offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE)))
     return render_page_or_block(
         "admin/customers.html", "customer_table", customers=rows, q=q, page=page,
@@ -75,13 +75,13 @@ def _render_detail(customer: User, form: AdjustmentForm | None = None, status: i
     return body, status
 
 
-@bp.get("/customers/<int:customer_id>")
+@bp.get("/customers/<id:customer_id>")
 @admin_required
 def customer_detail(customer_id: int):
     return _render_detail(_customer_or_404(customer_id))
 
 
-@bp.post("/customers/<int:customer_id>/adjust")
+@bp.post("/customers/<id:customer_id>/adjust")
 @admin_required
 def adjust_balance(customer_id: int):
     customer = _customer_or_404(customer_id)

@@ -78,7 +78,7 @@ def _form_errors(form: FlaskForm) -> None:
             flash(error, "error")
 
 
-@bp.post("/customers/<int:customer_id>/hold")
+@bp.post("/customers/<id:customer_id>/hold")
 @admin_required
 def place_customer_hold(customer_id: int):
     customer = _customer_or_404(customer_id)
@@ -91,7 +91,7 @@ def place_customer_hold(customer_id: int):
     return _panel_response(customer)
 
 
-@bp.post("/customers/<int:customer_id>/hold/lift")
+@bp.post("/customers/<id:customer_id>/hold/lift")
 @admin_required
 def lift_customer_hold(customer_id: int):
     customer = _customer_or_404(customer_id)
@@ -103,7 +103,7 @@ def lift_customer_hold(customer_id: int):
     return _panel_response(customer)
 
 
-@bp.post("/customers/<int:customer_id>/dunning/extend-grace")
+@bp.post("/customers/<id:customer_id>/dunning/extend-grace")
 @admin_required
 def extend_customer_grace(customer_id: int):
     customer = _customer_or_404(customer_id)

@@ -1,6 +1,5 @@
 """Admin invoice pages (money core): list with filters and CSV export, detail, void, bank transfer, PDF."""
 
-from datetime import UTC, datetime
 from decimal import Decimal
 
 from flask import Response, abort, flash, redirect, request, url_for
@@ -16,13 +15,14 @@ from app.billing.invoice_document import invoice_document
 from app.billing.invoices import InvoiceError, record_bank_transfer, void_invoice
 from app.billing.money import format_money, minor_unit_factor, to_decimal
 from app.billing.money_input import MAX_CENTS
+from app.billing.periods import InvalidPeriod, period_bounds
 from app.extensions import db
 from app.models import Card, ChargeAttempt, Invoice, User
 from app.models.invoice import INVOICE_STATES
 from app.pdf import render_invoice_pdf
 from app.web.admin import bp
 from app.web.csv_export import csv_response
-from app.web.helpers import admin_required, parse_money_field, render_page_or_block
+from app.web.helpers import admin_required, id_from_text, page_number, parse_money_field, render_page_or_block
 
 PAGE_SIZE = 50
 
@@ -50,21 +50,19 @@ def _filtered_query(args):
         query = query.where(Invoice.state == state)
     customer = (args.get("customer") or "").strip()
     if customer:
-        if customer.isdigit():
-            query = query.where(Invoice.customer_id == int(customer))
+        if (customer_id := id_from_text(customer)) is not None:
+            query = query.where(Invoice.customer_id == customer_id)
         else:
             query = query.where(func.lower(User.email).contains(customer.lower()))
     period = (args.get("period") or "").strip()
     if period:
         try:
-            start = datetime.strptime(period, "%Y-%m").replace(tzinfo=UTC)
-        except ValueError:
-            start = None
-        if start is not None:
-            end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
-            query = query.where(
-                (Invoice.billing_period == period) | ((Invoice.issued_at >= start) & (Invoice.issued_at < end))
-            )
+            start, end = period_bounds(period)
+        except InvalidPeriod as exc:
+            abort(400, description=str(exc))
+        query = query.where(
+            (Invoice.billing_period == period) | ((Invoice.issued_at >= start) & (Invoice.issued_at < end))
+        )
     return query.order_by(Invoice.issued_at.desc().nulls_last(), Invoice.id.desc())
 
 
@@ -75,9 +73,9 @@ def invoices():
 
 
 def _render_list(invoice_form: UsageInvoiceForm | None = None, status: int = 200):
-    page = max(request.args.get("page", 1, type=int) or 1, 1)
     query = _filtered_query(request.args)
     total = db.session.scalar(select(func.count()).select_from(query.subquery()))
+    page = page_number((total + PAGE_SIZE - 1) // PAGE_SIZE)
     rows = list(db.session.scalars(query.offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE)))
     emails = dict(db.session.execute(select(User.id, User.email).where(User.id.in_({i.customer_id for i in rows}))).all())
     from app.web.admin.credit_notes import credit_notes_for_list
@@ -145,13 +143,13 @@ def _render_detail(invoice: Invoice, void_form=None, transfer_form=None, status:
     return body, status
 
 
-@bp.get("/invoices/<int:invoice_id>")
+@bp.get("/invoices/<id:invoice_id>")
 @admin_required
 def invoice_detail(invoice_id: int):
     return _render_detail(_invoice_or_404(invoice_id))
 
 
-@bp.get("/invoices/<int:invoice_id>/pdf")
+@bp.get("/invoices/<id:invoice_id>/pdf")
 @admin_required
 def invoice_pdf(invoice_id: int):
     invoice = _invoice_or_404(invoice_id)
@@ -159,7 +157,7 @@ def invoice_pdf(invoice_id: int):
                     headers={"Content-Disposition": f'attachment; filename="invoice-{invoice.number or invoice.id}.pdf"'})
 
 
-@bp.post("/invoices/<int:invoice_id>/void")
+@bp.post("/invoices/<id:invoice_id>/void")
 @admin_required
 def void(invoice_id: int):
     invoice = _invoice_or_404(invoice_id)
@@ -175,7 +173,7 @@ def void(invoice_id: int):
     return redirect(url_for("admin.invoice_detail", invoice_id=invoice_id), 303)
 
 
-@bp.post("/invoices/<int:invoice_id>/bank-transfer")
+@bp.post("/invoices/<id:invoice_id>/bank-transfer")
 @admin_required
 def mark_paid(invoice_id: int):
     invoice = _invoice_or_404(invoice_id)

@@ -10,6 +10,7 @@ from wtforms.validators import DataRequired, Length, Optional
 
 from app.billing import pricing
 from app.billing.money import format_unit_price
+from app.billing.periods import InvalidPeriod, parse_datetime_utc
 from app.extensions import db
 from app.models.usage import PLAN_KINDS, PLAN_SIZES, Plan
 from app.web.admin import bp
@@ -32,14 +33,10 @@ class PlanForm(FlaskForm):
 
 
 def _parse_effective(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    for fmt in EFFECTIVE_FORMATS:
-        try:
-            return datetime.strptime(text.strip(), fmt).replace(tzinfo=UTC)
-        except ValueError:
-            continue
-    raise pricing.InvalidPrice("Effective time must look like 2026-11-01T00:00 (UTC).")
+    try:
+        return parse_datetime_utc(text, EFFECTIVE_FORMATS, "2026-11-01T00:00")
+    except InvalidPeriod as exc:
+        raise pricing.InvalidPrice(f"Effective time: {exc}") from None
 
 
 def _render_index(plan_form=None, status=200):
@@ -93,13 +90,13 @@ def _render_plan(plan: Plan, form: PriceForm, status: int = 200):
     ), status
 
 
-@bp.route("/pricing/<int:plan_id>")
+@bp.route("/pricing/<id:plan_id>")
 @admin_required
 def pricing_plan(plan_id: int):
     return _render_plan(_plan_or_404(plan_id), PriceForm())
 
 
-@bp.post("/pricing/<int:plan_id>/price")
+@bp.post("/pricing/<id:plan_id>/price")
 @admin_required
 def change_price(plan_id: int):
     plan = _plan_or_404(plan_id)

@@ -15,7 +15,7 @@ from app.billing.money_input import MAX_CENTS
 from app.extensions import db
 from app.models import User
 from app.web.admin import bp
-from app.web.helpers import admin_required, parse_money_field, render_page_or_block
+from app.web.helpers import admin_required, id_from_text, parse_money_field, render_page_or_block
 
 
 class RefundForm(FlaskForm):
@@ -27,10 +27,8 @@ class RefundForm(FlaskForm):
 def _customer(customer_id) -> User | None:
     if customer_id in (None, ""):
         return None
-    try:
-        user = db.session.get(User, int(customer_id))
-    except (TypeError, ValueError):
-        return None
+    customer_id = customer_id if isinstance(customer_id, int) else id_from_text(str(customer_id))
+    user = db.session.get(User, customer_id) if customer_id is not None else None
     return user if user is not None and not user.is_admin else None
 
 
@@ -67,7 +65,7 @@ def refunds():
     return _render(_customer(request.args.get("customer_id")), RefundForm(), query=request.args.get("q", "").strip())
 
 
-@bp.post("/refunds/<int:customer_id>")
+@bp.post("/refunds/<id:customer_id>")
 @admin_required
 def refund_cash(customer_id: int):
     customer = _customer(customer_id)

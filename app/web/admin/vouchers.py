@@ -17,9 +17,10 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange,
 from app.billing import vouchers as voucher_service
 from app.billing.money import InvalidAmount
 from app.billing.money_input import configured_max_cents, parse_money_cents
+from app.billing.periods import InvalidPeriod, check_date
 from app.extensions import db
 from app.web.admin import bp
-from app.web.helpers import admin_required, is_htmx, render_flashes_oob
+from app.web.helpers import admin_required, id_from_text, is_htmx, render_flashes_oob
 
 
 class VoucherBatchForm(FlaskForm):
@@ -48,7 +49,7 @@ class VoucherBatchForm(FlaskForm):
 def _render_index(form: VoucherBatchForm, status: int = 200):
     if not form.request_key.data:
         form.request_key.data = secrets.token_urlsafe(24)
-    batch_id = request.args.get("batch", type=int)
+    batch_id = id_from_text(request.args.get("batch"))
     vouchers = voucher_service.list_vouchers(db.session, batch_id=batch_id)
     return render_template("admin/vouchers.html", form=form, vouchers=vouchers, batch_id=batch_id), status
 
@@ -75,6 +76,11 @@ def create_vouchers():
         return _render_index(form, 400)
     expires_at = None
     if form.valid_until.data:
+        try:
+            check_date(form.valid_until.data, "The expiry date")
+        except InvalidPeriod as exc:
+            form.valid_until.errors.append(str(exc))
+            return _render_index(form, 400)
         expires_at = datetime.combine(form.valid_until.data + timedelta(days=1), time.min, tzinfo=UTC)
     try:
         created = voucher_service.create_voucher_batch(
@@ -101,7 +107,7 @@ def create_vouchers():
     ), 201
 
 
-@bp.post("/vouchers/<int:voucher_id>/disable")
+@bp.post("/vouchers/<id:voucher_id>/disable")
 @admin_required
 def disable_voucher(voucher_id: int):
     try:

@@ -46,7 +46,7 @@ def add_card():
     return redirect(url, 303)
 
 
-@bp.post("/cards/<int:card_id>/default")
+@bp.post("/cards/<id:card_id>/default")
 @customer_required
 def set_default_card(card_id: int):
     card = owned_or_404(db.session, Card, card_id, current_user.id)
@@ -59,7 +59,7 @@ def set_default_card(card_id: int):
     return _after_change()
 
 
-@bp.post("/cards/<int:card_id>/remove")
+@bp.post("/cards/<id:card_id>/remove")
 @customer_required
 def remove_card(card_id: int):
     card = owned_or_404(db.session, Card, card_id, current_user.id)

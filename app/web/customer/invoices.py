@@ -14,7 +14,7 @@ from app.models.credit_note import CreditNote
 from app.models.invoice import INVOICE_STATES
 from app.pdf import render_credit_note_pdf, render_invoice_pdf
 from app.web.customer import bp
-from app.web.helpers import customer_required, is_htmx, owned_or_404, render_page_or_block
+from app.web.helpers import customer_required, is_htmx, owned_or_404, page_number, render_page_or_block
 
 PAGE_SIZE = 20
 MAX_POLLS = 60
@@ -48,11 +48,11 @@ def invoices():
     state = request.args.get("state", "")
     if state not in VISIBLE_STATES:
         state = ""
-    page = max(request.args.get("page", 1, type=int) or 1, 1)
     query = select(Invoice).where(Invoice.customer_id == current_user.id, Invoice.state != "draft")
     if state:
         query = query.where(Invoice.state == state)
     total = db.session.scalar(select(func.count()).select_from(query.subquery()))
+    page = page_number((total + PAGE_SIZE - 1) // PAGE_SIZE)
     rows = list(
         db.session.scalars(
             query.order_by(Invoice.issued_at.desc(), Invoice.id.desc()).offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE)
@@ -93,7 +93,7 @@ def _visible_invoice(invoice_id: int) -> Invoice:
     return invoice
 
 
-@bp.get("/invoices/<int:invoice_id>")
+@bp.get("/invoices/<id:invoice_id>")
 @customer_required
 def invoice_detail(invoice_id: int):
     invoice = _visible_invoice(invoice_id)
@@ -101,7 +101,7 @@ def invoice_detail(invoice_id: int):
                           credit_notes=credit_notes_of_invoice(db.session, invoice.id))
 
 
-@bp.post("/invoices/<int:invoice_id>/pay")
+@bp.post("/invoices/<id:invoice_id>/pay")
 @customer_required
 def pay_invoice(invoice_id: int):
     """Ask for settlement now. "Pay now" always ends with a message in place: the fragment polls
@@ -121,7 +121,7 @@ def pay_invoice(invoice_id: int):
     return _render_detail(invoice, settling=settling, polls=0, after=after, result=result)
 
 
-@bp.get("/invoices/<int:invoice_id>/status")
+@bp.get("/invoices/<id:invoice_id>/status")
 @customer_required
 def invoice_status(invoice_id: int):
     """The status fragment (state, amounts, payments, card attempts); keeps polling while a
@@ -138,7 +138,7 @@ def invoice_status(invoice_id: int):
     return _render_detail(invoice, settling=settling, polls=polls, after=after, result=result)
 
 
-@bp.get("/invoices/<int:invoice_id>/pdf")
+@bp.get("/invoices/<id:invoice_id>/pdf")
 @customer_required
 def invoice_pdf(invoice_id: int):
     invoice = _visible_invoice(invoice_id)

@@ -175,12 +175,37 @@ class IsolatedClient(FlaskClient):
         return contextvars.Context().run(super().open, *args, **kwargs)
 
 
+SERVER_ERRORS: list[str] = []
+
+
+def _record_server_errors(sender, response, **extra):
+    """Every 5xx the app answers during the suite, test client and live server alike."""
+    if response.status_code >= 500:
+        from flask import request
+
+        SERVER_ERRORS.append(f"{request.method} {request.full_path} -> {response.status_code}")
+
+
+@pytest.fixture(autouse=True)
+def _no_server_errors(request):
+    """A 5xx is a bug: the test during which the app answered one fails (unless it is marked
+    `allows_5xx` with the reason it provokes one on purpose)."""
+    start = len(SERVER_ERRORS)
+    yield
+    answered = SERVER_ERRORS[start:]
+    if answered and request.node.get_closest_marker("allows_5xx") is None:
+        pytest.fail("the app answered 5xx: " + "; ".join(answered[:10]), pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def _app(test_env):
+    from flask import request_finished
+
     from app import create_app
 
     application = create_app({"TESTING": True})
     application.test_client_class = IsolatedClient
+    request_finished.connect(_record_server_errors, application, weak=False)
     yield application
     application.extensions["paydesk_engine"].dispose()
 

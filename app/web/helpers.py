@@ -9,14 +9,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.routing import BaseConverter, ValidationError
 
-MAX_ID = 2**63 - 1
+# Every id in a URL is an INTEGER primary key (PostgreSQL int4): larger numbers cannot exist.
+MAX_ID = 2**31 - 1
 
 
 class IdConverter(BaseConverter):
-    """`<id:invoice_id>`: a database id, 1..2^63-1. Anything else (zero, leading zeros, 20 digits,
-    a sign) does not match the route, so it is a 404 before the view runs."""
+    """`<id:invoice_id>`: a database id, 1..MAX_ID. Anything else (zero, leading zeros, 20 digits,
+    a sign) does not match the route or fails validation, so it is a 404 before the view runs."""
 
-    regex = r"[1-9][0-9]{0,18}"
+    regex = r"[1-9][0-9]{0,9}"
     part_isolating = True
 
     def to_python(self, value: str) -> int:
@@ -32,7 +33,7 @@ class IdConverter(BaseConverter):
 def id_from_text(text) -> int | None:
     """A typed id (a search box, a filter) → int within 1..MAX_ID, or None."""
     text = (text or "").strip()
-    if not (text.isascii() and text.isdigit()) or len(text) > 19:
+    if not (text.isascii() and text.isdigit()) or len(text) > 10:
         return None
     number = int(text)
     return number if 1 <= number <= MAX_ID else None

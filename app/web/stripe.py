@@ -55,6 +55,10 @@ def webhook():
     except MalformedEvent as exc:
         log.warning("ignored a malformed Stripe event (recorded as %s): %s", exc.record_id, exc.reason)
         return jsonify(error=f"malformed event: {exc.reason}", ignored=True), 400
+    except gateway.PaymentRequestInvalid:
+        # Stripe itself refused to look up what the event names: asking again will not help
+        log.warning("Stripe event %s names objects Stripe does not know; not applied", event["id"], exc_info=True)
+        return jsonify(error="the event names unknown Stripe objects"), 400
     except gateway.PaymentError:
         log.warning("Stripe event %s could not be applied now; Stripe will retry", event["id"], exc_info=True)
         return jsonify(error="temporarily unavailable"), 503

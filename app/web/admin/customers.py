@@ -26,7 +26,7 @@ PAGE_SIZE = 50
 class AdjustmentForm(FlaskForm):
     amount = StringField("Amount (prefix with - to debit)", validators=[DataRequired(message="Enter an amount.")])
     reason = TextAreaField("Reason (the customer sees it in their activity)", validators=[DataRequired(message="Give a reason."), Length(max=500)])
-    request_key = HiddenField()
+    request_key = HiddenField(validators=[Length(max=64, message="This form is out of date; reload the page.")])
 
 
 @bp.get("/customers")

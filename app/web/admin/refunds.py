@@ -21,7 +21,7 @@ from app.web.helpers import admin_required, id_from_text, parse_money_field, ren
 class RefundForm(FlaskForm):
     amount = StringField("Amount to refund", validators=[DataRequired(message="Enter an amount.")])
     reason = TextAreaField("Reason", validators=[DataRequired(message="Give a reason."), Length(max=2000)])
-    request_key = HiddenField()
+    request_key = HiddenField(validators=[Length(max=64, message="This form is out of date; reload the page.")])
 
 
 def _customer(customer_id) -> User | None:

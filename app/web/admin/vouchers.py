@@ -43,7 +43,7 @@ class VoucherBatchForm(FlaskForm):
         ],
     )
     note = StringField("Note", validators=[Length(max=500)])
-    request_key = HiddenField()
+    request_key = HiddenField(validators=[Length(max=64, message="This form is out of date; reload the page.")])
 
 
 def _render_index(form: VoucherBatchForm, status: int = 200):

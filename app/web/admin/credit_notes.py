@@ -3,7 +3,6 @@ issuing, the PDF, and the list/CSV on the Invoices page."""
 
 import re
 import secrets
-from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from flask import Response, abort, flash, redirect, request, url_for
@@ -16,13 +15,14 @@ from wtforms.validators import Length, Optional
 from app.billing import credit_notes as service
 from app.billing.money import InvalidAmount, format_money, minor_unit_factor, to_decimal
 from app.billing.money_input import parse_money_cents
+from app.billing.periods import InvalidPeriod, period_bounds
 from app.extensions import db
 from app.models import Invoice, User
 from app.models.credit_note import CreditNote
 from app.pdf import render_credit_note_pdf
 from app.web.admin import bp
 from app.web.csv_export import csv_response
-from app.web.helpers import admin_required
+from app.web.helpers import admin_required, id_from_text
 
 MAX_INPUT_LENGTH = 32
 HOURS_PATTERN = re.compile(r"[0-9]{1,7}(\.[0-9]{1,6})?")
@@ -125,7 +125,7 @@ def _plan(invoice: Invoice, form: CreditNoteForm):
 
 
 # ------------------------------------------------------------------ routes ---
-@bp.post("/invoices/<int:invoice_id>/credit-notes/preview")
+@bp.post("/invoices/<id:invoice_id>/credit-notes/preview")
 @admin_required
 def preview_credit_note(invoice_id: int):
     """Compute the credit note the form describes; writes nothing."""
@@ -141,7 +141,7 @@ def preview_credit_note(invoice_id: int):
     return body, (422 if plan_error else 200)
 
 
-@bp.post("/invoices/<int:invoice_id>/credit-notes")
+@bp.post("/invoices/<id:invoice_id>/credit-notes")
 @admin_required
 def issue_credit_note(invoice_id: int):
     from app.web.admin.invoices import _render_detail
@@ -169,7 +169,7 @@ def issue_credit_note(invoice_id: int):
     return redirect(url_for("admin.invoice_detail", invoice_id=invoice_id), 303)
 
 
-@bp.get("/credit-notes/<int:credit_note_id>/pdf")
+@bp.get("/credit-notes/<id:credit_note_id>/pdf")
 @admin_required
 def credit_note_pdf(credit_note_id: int):
     note = db.session.get(CreditNote, credit_note_id)
@@ -189,19 +189,17 @@ def filtered_credit_notes(args):
     )
     customer = (args.get("customer") or "").strip()[:200]
     if customer:
-        if customer.isdigit() and len(customer) < 10:
-            query = query.where(CreditNote.customer_id == int(customer))
+        if (customer_id := id_from_text(customer)) is not None:
+            query = query.where(CreditNote.customer_id == customer_id)
         else:
             query = query.where(func.lower(User.email).contains(customer.lower()))
     period = (args.get("period") or "").strip()
     if period:
         try:
-            start = datetime.strptime(period, "%Y-%m").replace(tzinfo=UTC)
-        except ValueError:
-            start = None
-        if start is not None:
-            end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
-            query = query.where(CreditNote.issued_at >= start, CreditNote.issued_at < end)
+            start, end = period_bounds(period)
+        except InvalidPeriod as exc:
+            abort(400, description=str(exc))
+        query = query.where(CreditNote.issued_at >= start, CreditNote.issued_at < end)
     return query.order_by(CreditNote.issued_at.desc(), CreditNote.id.desc())
 
 

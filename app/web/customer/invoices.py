@@ -149,7 +149,7 @@ def invoice_pdf(invoice_id: int):
     )
 
 
-@bp.get("/credit-notes/<int:credit_note_id>/pdf")
+@bp.get("/credit-notes/<id:credit_note_id>/pdf")
 @customer_required
 def credit_note_pdf(credit_note_id: int):
     note = owned_or_404(db.session, CreditNote, credit_note_id, current_user.id)

@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime
 
 MIN_YEAR = 2000
 MAX_YEAR = 2100
-_PERIOD = re.compile(r"(\d{4})-(\d{2})")
+_PERIOD = re.compile(r"([0-9]{4})-([0-9]{2})")
 _MAX_TEXT = 40
 
 

@@ -287,7 +287,7 @@ def change_password():
     return redirect(url_for("auth.account"), 303)
 
 
-@bp.post("/account/sessions/<int:session_id>/end")
+@bp.post("/account/sessions/<id:session_id>/end")
 @login_required
 def end_session(session_id: int):
     if not ConfirmForm().validate_on_submit():

@@ -125,7 +125,7 @@ def change_price(plan_id: int):
     return _render_plan(plan, form, status=422)
 
 
-@bp.post("/pricing/<int:plan_id>/prices/<int:version_id>/cancel")
+@bp.post("/pricing/<id:plan_id>/prices/<id:version_id>/cancel")
 @admin_required
 def cancel_price(plan_id: int, version_id: int):
     plan = _plan_or_404(plan_id)

@@ -12,7 +12,7 @@ from app.web.forms import ConfirmForm
 from app.web.helpers import admin_required
 
 
-@bp.post("/customers/<int:customer_id>/sessions/end")
+@bp.post("/customers/<id:customer_id>/sessions/end")
 @admin_required
 def end_customer_sessions(customer_id: int):
     customer = _customer_or_404(customer_id)

@@ -13,7 +13,9 @@ Guarantees (OWASP ASVS L2, see docs/asvs-l2.md):
   current one), a reset or an admin's "sign out everywhere" all of them. Idle and absolute limits
   end a session too.
 - Sign-up never says whether the email had an account: the caller answers "check your inbox"
-  either way, and the outcome tells it which mail to send.
+  either way. Mails that carry a token (verification, reset) are sent by a job given the token
+  (never stored in clear); the security notices (password changed, someone tried to sign up with
+  your email) go through the notifications outbox in the same transaction, and always go out.
 """
 
 import hashlib
@@ -28,6 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from zxcvbn import zxcvbn
 
+from app.billing.notifications import queue_notification
 from app.models import EmailVerificationToken, PasswordResetToken, User, UserSession
 from app.models.base import utcnow
 
@@ -131,7 +134,8 @@ def create_user(session: Session, email: str, password: str, *, is_admin: bool =
 @dataclass(frozen=True)
 class SignUp:
     """What a sign-up did. `verification_token` is set when a verification link must be mailed;
-    `existing` when the email belongs to a verified account whose owner should be told."""
+    `existing` when the email belongs to an account whose owner was told (or is being signed up
+    at this very moment by a concurrent request)."""
 
     user_id: int
     email: str
@@ -153,7 +157,10 @@ def sign_up(session: Session, email: str, password: str, *, name: str | None = N
     password_hash = hash_password(password)  # also for a known email: the same work either way
     user = session.scalar(select(User).where(User.email == email).with_for_update())
     if user is not None and user.email_verified_at is not None:
-        session.rollback()
+        now = utcnow()
+        queue_notification(session, user_id=user.id, kind="signup_attempt", key=f"signup-attempt:{user.id}:{now.isoformat()}",
+                           subject="Someone tried to sign up with your email", template="signup_attempt", context={})
+        session.commit()
         return SignUp(user.id, email, None, existing=True)
     if user is None:
         user = User(email=email, password_hash=password_hash, name=name)
@@ -163,7 +170,7 @@ def sign_up(session: Session, email: str, password: str, *, name: str | None = N
         except IntegrityError:
             session.rollback()
             existing = session.scalar(select(User).where(User.email == email))
-            return SignUp(existing.id, email, None, existing=existing.email_verified_at is not None)
+            return SignUp(existing.id, email, None, existing=True)
     else:
         user.password_hash = password_hash
         user.name = name
@@ -320,6 +327,11 @@ def rotate_session(session: Session, user_id: int, old_token: str | None, *, use
 
 
 # ------------------------------------------------------------------ tokens ---
+def _announce_password_change(session: Session, user_id: int, how: str, now: datetime) -> None:
+    queue_notification(session, user_id=user_id, kind="password_changed", key=f"password-changed:{user_id}:{now.isoformat()}",
+                       subject="Your Paydesk password was changed", template="password_changed", context={"how": how})
+
+
 def _void_reset_tokens(session: Session, user_id: int, now: datetime) -> None:
     session.execute(
         update(PasswordResetToken)
@@ -366,6 +378,7 @@ def reset_password(session: Session, token: str, new_password: str) -> User:
     if user.email_verified_at is None:
         user.email_verified_at = now
     _end(session, UserSession.user_id == user.id, reason="password_reset")
+    _announce_password_change(session, user.id, "reset", now)
     session.commit()
     return user
 
@@ -387,5 +400,6 @@ def change_password(session: Session, user_id: int, current_password: str, new_p
     if keep_token is not None:
         conditions.append(UserSession.token_hash != _token_hash(keep_token))
     _end(session, *conditions, reason="password_changed")
+    _announce_password_change(session, user.id, "account", now)
     session.commit()
     return user

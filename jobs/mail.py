@@ -35,18 +35,6 @@ def send_verification_email(user_id: int, token: str) -> None:
     _send_account_link(user_id, "auth.verify_email", token, "Confirm your email for Paydesk", "verify_email")
 
 
-def send_password_changed_email(user_id: int, how: str) -> None:
-    """A security notice after a password change or reset (ASVS 2.2.3); always sent."""
-    _send_account_link(user_id, "auth.forgot_password", None, "Your Paydesk password was changed",
-                       "password_changed", how=how)
-
-
-def send_signup_attempt_email(user_id: int) -> None:
-    """Someone signed up with an email that already has an account: tell its owner (the sign-up
-    page itself answered exactly as for a new email)."""
-    _send_account_link(user_id, "auth.login", None, "Someone tried to sign up with your email", "signup_attempt")
-
-
 # Failed sends are retried by RQ with these delays (seconds); the job raises on SMTP failure.
 EMAIL_RETRY = Retry(max=5, interval=[10, 60, 300, 900, 3600])
 

@@ -44,6 +44,8 @@ KINDS: dict[str, str] = {
     "card_added": "security",
     "card_removed": "security",
     "card_default_changed": "security",
+    "password_changed": "security",
+    "signup_attempt": "security",
     "deployments_marked_for_deletion": "deletion",
     "deployments_deleted": "deletion",
     "deletion_lifted": "billing",
@@ -298,7 +300,14 @@ def _enrich_payment_failed(session: Session, notification: Notification, context
 
 
 # kind → function(session, notification, stored context) returning what to add (None: cannot render)
+def _enrich_account_links(session: Session, notification: Notification, context: dict) -> dict:
+    """Security notices (app.accounts) link to logging in and to resetting the password."""
+    return {"login_link": _link("auth.login", "/login"), "reset_link": _link("auth.forgot_password", "/password/forgot")}
+
+
 ENRICHERS: dict[str, Callable[[Session, Notification, dict], dict | None]] = {
+    "password_changed": _enrich_account_links,
+    "signup_attempt": _enrich_account_links,
     "invoice_issued": _enrich_invoice,
     "payment_receipt": _enrich_invoice,
     "payment_failed": _enrich_payment_failed,

@@ -34,12 +34,7 @@ from app.web.forms import (
     ResetRequestForm,
     SignupForm,
 )
-from jobs.mail import (
-    send_password_changed_email,
-    send_password_reset_email,
-    send_signup_attempt_email,
-    send_verification_email,
-)
+from jobs.mail import send_password_reset_email, send_verification_email
 from jobs.queue import enqueue
 
 bp = Blueprint("auth", __name__)
@@ -114,9 +109,7 @@ def signup():
             form.password.errors.append(str(exc))
         else:
             throttle.record(keys)
-            if outcome.existing:
-                enqueue(send_signup_attempt_email, outcome.user_id)
-            else:
+            if outcome.verification_token is not None:
                 enqueue(send_verification_email, outcome.user_id, outcome.verification_token)
             flash(f"Check your inbox: we sent a message to {email}. Open the link in it to finish signing up.", "info")
             return redirect(url_for("auth.login"), 303)
@@ -234,7 +227,6 @@ def reset_password(token: str):
             if current_user.is_authenticated:
                 logout_user()
             session.clear()
-            enqueue(send_password_changed_email, user.id, "reset")
             flash("Your password was changed and every session signed out. Log in with the new password.", "success")
             return redirect(url_for("auth.login"), 303)
     return render_template("auth/reset.html", form=form, token=token), 400 if form.errors else 200
@@ -282,7 +274,6 @@ def change_password():
         form.password.errors.append(str(exc))
         return _render_account(form, 400)
     session[SESSION_KEY] = accounts.rotate_session(db.session, user.id, session.get(SESSION_KEY), **_client())
-    enqueue(send_password_changed_email, user.id, "account")
     flash("Your password was changed. Every other session was signed out.", "success")
     return redirect(url_for("auth.account"), 303)
 

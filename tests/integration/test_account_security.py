@@ -456,6 +456,12 @@ def test_a_password_change_is_announced_to_the_owner_by_email(app, factory, work
     [msg] = mailbox.wait_for(1)
     assert msg["To"] == "a@example.com" and msg["Subject"] == "Your Paydesk password was changed"
     assert "/password/forgot" in msg.get_body(("plain",)).get_content()
+    # through the notifications outbox, written in the password change's own transaction
+    with app.app_context():
+        from app.extensions import db
+        from app.models.notification import Notification
+
+        assert db.session.scalar(select(Notification.status).where(Notification.kind == "password_changed")) == "sent"
 
 
 def test_the_session_cookie_is_httponly_and_samesite_and_carries_no_password(app, factory):

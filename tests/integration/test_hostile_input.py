@@ -356,6 +356,8 @@ def _discover(prober, client, csrf, rule, method, url):
     kind = _body_kind(rule)
     if _audience(rule) == "webhook":
         seeds["json"] = _seed_stripe_object()
+    elif kind == "json" and method != "GET":
+        seeds["json"] = _documented_body(prober, rule, method)
     for _round in range(4):
         RECORDED.clear()
         response = _send_seeded(prober, client, csrf, rule, method, url, seeds, what="probe")
@@ -381,6 +383,34 @@ def _discover(prober, client, csrf, rule, method, url):
     return seeds
 
 
+def _documented_body(prober, rule, method) -> dict:
+    """The API's request bodies are parsed by the view itself, so their fields are learnt from the
+    OpenAPI document the app serves: a seed value for every documented property of the route's body."""
+    import re
+
+    document = prober.app.test_client().get("/api/v1/openapi.json").get_json()
+    shape = re.sub(r"<[^>]+>", "{}", rule.rule.removeprefix("/api/v1"))
+    for path, operations in document.get("paths", {}).items():
+        if re.sub(r"\{[^}]+\}", "{}", path) != shape or method.lower() not in operations:
+            continue
+        body = operations[method.lower()].get("requestBody", {}).get("content", {}).get("application/json", {})
+        schema = body.get("schema", {})
+        while "$ref" in schema:
+            schema = document
+            for part in body["schema"]["$ref"].lstrip("#/").split("/"):
+                schema = schema[part]
+        seed = {}
+        for name, spec in schema.get("properties", {}).items():
+            if "enum" in spec:
+                seed[name] = spec["enum"][0]
+            elif spec.get("type") == "integer":
+                seed[name] = _json_seed(name, prober.world) if name.endswith("customer_id") else 1
+            else:
+                seed[name] = _json_seed(name, prober.world)
+        return seed
+    return {}
+
+
 def _json_seed(name, world):
     if name == "customer_id":
         return world["customer"].id
@@ -404,7 +434,7 @@ def _send_seeded(prober, client, csrf, rule, method, url, seeds, *, what, args=N
             response = prober.send(client, rule, method, url, json_body=_stripe_event(event_type, obj),
                                    what=f"{what} [{event_type}]")
         return response
-    if _body_kind(rule) == "json" and method == "POST":
+    if _body_kind(rule) == "json" and method != "GET":
         body = dict(seeds["json"]) if json_body is None else json_body
         return prober.send(client, rule, method, url, args=args, json_body=body, what=what)
     if method == "GET":
@@ -431,7 +461,7 @@ def _attack(prober, client, csrf, rule, method, seeds):
             for value in CORPUS:
                 _send_seeded(prober, client, csrf, rule, method, url, seeds, what=f"form {name}={value[:20]!r}",
                              form={**seeds["form"], name: value, "csrf_token": csrf})
-    if _body_kind(rule) == "json" and method == "POST":
+    if _body_kind(rule) == "json" and method != "GET":
         for name in seeds["json"]:
             for value in CORPUS + JSON_EXTRA:
                 _send_seeded(prober, client, csrf, rule, method, url, seeds, what=f"json {name}={str(value)[:20]!r}",

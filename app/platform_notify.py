@@ -18,7 +18,7 @@ import uuid
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import or_, select, update
+from sqlalchemy import event, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.models.base import utcnow
@@ -86,6 +86,35 @@ def record_platform_event(session: Session, customer_id: int, event_type: str, d
     session.add(delivery)
     session.flush()
     return delivery
+
+
+_PENDING_KEY = "paydesk_pending_platform_deliveries"
+_enqueuer = None
+
+
+def set_delivery_enqueuer(enqueuer) -> None:
+    """`jobs` registers how a committed delivery is handed to a worker (`enqueuer(delivery_id)`)."""
+    global _enqueuer
+    _enqueuer = enqueuer
+
+
+def enqueue_after_commit(session: Session, delivery_id: int) -> None:
+    """Deliver this queued event right after the caller's transaction commits (the dunning run's
+    sweep of due deliveries still covers a lost enqueue)."""
+    session.info.setdefault(_PENDING_KEY, set()).add(delivery_id)
+
+
+@event.listens_for(Session, "after_commit")
+def _enqueue_deliveries(session: Session) -> None:
+    ids = session.info.pop(_PENDING_KEY, None)
+    if ids and _enqueuer is not None:
+        for delivery_id in sorted(ids):
+            _enqueuer(delivery_id)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_deliveries(session: Session) -> None:
+    session.info.pop(_PENDING_KEY, None)
 
 
 def _claim(session: Session, delivery_id: int, now: datetime) -> bool:

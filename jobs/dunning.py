@@ -55,6 +55,10 @@ def send_dunning_notice(notice_id: int) -> str:
         return "sent"
 
 
+def enqueue_platform_delivery(delivery_id: int) -> bool:
+    return enqueue(deliver_platform_webhook, delivery_id, retry=WEBHOOK_RETRY)
+
+
 def deliver_platform_webhook(delivery_id: int) -> bool:
     """POST one platform event; raises when the receiver fails so RQ retries it."""
     from app.platform_notify import deliver

@@ -8,7 +8,9 @@ an enqueue loses.
 
 
 def register_job_hooks() -> None:
+    from app import platform_notify
     from app.billing import notifications, refunds, settlement_requests
+    from jobs.dunning import enqueue_platform_delivery
     from jobs.notifications import enqueue_notification_sends
     from jobs.queue import enqueue_settlement
     from jobs.refunds import enqueue_refund_send
@@ -16,3 +18,4 @@ def register_job_hooks() -> None:
     settlement_requests.set_settlement_enqueuer(enqueue_settlement)
     refunds.register_refund_sender(enqueue_refund_send)
     notifications.register_notification_sender(enqueue_notification_sends)
+    platform_notify.set_delivery_enqueuer(enqueue_platform_delivery)

@@ -15,6 +15,7 @@ def issue_monthly_invoices(period: str | None = None) -> dict:
     the settlement of everyone now waiting in the outbox in batches (`settle_customers_job`, set-based
     for balances). Idempotent and safe to run concurrently with itself; the periodic sweep settles
     whatever a lost batch job leaves behind."""
+    from jobs.foresight import check_spending_limits
     from jobs.settlement import settle_customers_job
 
     with job_session() as session:
@@ -22,5 +23,6 @@ def issue_monthly_invoices(period: str | None = None) -> dict:
         waiting = list(session.scalars(select(SettlementRequest.customer_id).order_by(SettlementRequest.customer_id)))
     for start in range(0, len(waiting), SETTLEMENT_BATCH):
         enqueue(settle_customers_job, waiting[start : start + SETTLEMENT_BATCH])
+    enqueue(check_spending_limits)  # a new month: limits start again (and late usage may have landed)
     return {"period": report.period, "invoices": report.invoices, "lines": report.lines,
             "settlement_batches": -(-len(waiting) // SETTLEMENT_BATCH)}

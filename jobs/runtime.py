@@ -25,6 +25,7 @@ def worker_app() -> Flask:
 def warm_up() -> None:
     """Build the worker app and import every job module now (in the worker's parent process)."""
     import jobs.dunning  # noqa: F401
+    import jobs.foresight  # noqa: F401
     import jobs.invoicing  # noqa: F401
     import jobs.mail  # noqa: F401
     import jobs.notifications  # noqa: F401

@@ -33,6 +33,7 @@ PERIODIC = [
     Periodic("monthly-invoices", "jobs.invoicing.issue_monthly_invoices", cron="5 0 1 * *"),
     Periodic("dunning", "jobs.dunning.run_dunning", interval=3600),
     Periodic("notifications-sweep", "jobs.notifications.sweep_notifications", interval=60),
+    Periodic("spending-limits", "jobs.foresight.check_spending_limits", interval=900),
 ]
 
 

@@ -106,10 +106,17 @@ def deletion_due_at(session: Session, customer_id: int, invoices: list[Invoice] 
     invoices = unpaid_invoices(session, customer_id) if invoices is None else invoices
     if not invoices:
         return None
-    due = _issued(invoices[0]) + grace_period()
     account = session.get(DunningAccount, customer_id)
-    if account is not None and account.grace_extended_until is not None and account.grace_extended_until > due:
-        due = account.grace_extended_until
+    return deletion_due_from(_issued(invoices[0]), account.grace_extended_until if account else None)
+
+
+def deletion_due_from(oldest_unpaid_issued_at: datetime | None, grace_extended_until: datetime | None) -> datetime | None:
+    """The rule of `deletion_due_at` from its two inputs (for read models that load them in one query)."""
+    if oldest_unpaid_issued_at is None:
+        return None
+    due = oldest_unpaid_issued_at + grace_period()
+    if grace_extended_until is not None and grace_extended_until > due:
+        due = grace_extended_until
     return due
 
 
@@ -173,19 +180,35 @@ def voucher_runway(session: Session, customer_id: int, now: datetime | None = No
     burn = Decimal(hourly_cost_cents_of_active_deployments(session, customer_id))
     if burn <= 0:
         return None
-    rate = _tax_rate(customer.country, customer.vat_id)
-    burn = burn * (1 + rate)
     invoices = unpaid_invoices(session, customer_id)
-    debt = sum(inv.amount_due_cents for inv in invoices)
-    unbilled = _unbilled_usage_cents(session, customer_id, now)
-    available = (customer.voucher_balance_cents + customer.cash_balance_cents
-                 - unbilled - tax_cents(unbilled, rate) - debt)
+    return runway_from(
+        hourly_cost_cents=burn,
+        tax_rate=_tax_rate(customer.country, customer.vat_id),
+        balance_cents=customer.voucher_balance_cents + customer.cash_balance_cents,
+        unbilled_cents=_unbilled_usage_cents(session, customer_id, now),
+        debt_cents=sum(inv.amount_due_cents for inv in invoices),
+        deletion_due=deletion_due_at(session, customer_id, invoices),
+        now=now,
+    )
+
+
+def runway_from(*, hourly_cost_cents: Decimal, tax_rate: Decimal, balance_cents: int, unbilled_cents: int,
+                debt_cents: int, deletion_due: datetime | None, now: datetime) -> Runway | None:
+    """The runway rule, from its inputs: what is left of cash + voucher once the usage not invoiced
+    yet (with its tax, rounded like the invoice rounds it) and the open debt are paid, spent at the
+    current hourly cost (exact, tax included); the run-out time is rounded down to the second. The
+    deletion that would follow without a card: grace after the invoice of the month the money runs
+    out (issued on the 1st of the next month), or the date an unpaid invoice already sets if earlier.
+    None when nothing costs money."""
+    if hourly_cost_cents <= 0:
+        return None
+    burn = Decimal(hourly_cost_cents) * (1 + Decimal(tax_rate))
+    available = balance_cents - unbilled_cents - tax_cents(unbilled_cents, tax_rate) - debt_cents
     hours = max(Decimal(available), Decimal(0)) / burn
     runs_out_at = now + timedelta(seconds=int(hours * 3600))
     deletion_at = _month_end(runs_out_at) + grace_period()
-    existing = deletion_due_at(session, customer_id, invoices)
-    if existing is not None and existing < deletion_at:
-        deletion_at = existing
+    if deletion_due is not None and deletion_due < deletion_at:
+        deletion_at = deletion_due
     return Runway(burn, available, runs_out_at, deletion_at)
 
 
@@ -414,6 +437,9 @@ def dunning_for_customer(session: Session, customer_id: int, now: datetime, run:
     customer = session.get(User, customer_id)
     if customer is None or customer.is_admin:
         return
+    from app.billing.recovery import lift_deletion_marks_if_settled
+
+    lift_deletion_marks_if_settled(session, customer_id, now)
     new_ids = enforce_grace(session, customer_id, now)
     session.commit()
     run.marked_deployment_ids += new_ids
@@ -498,7 +524,8 @@ def mark_failed(session: Session, notice_id: int, now: datetime, error: str) -> 
 # ------------------------------------------------------------ admin actions ---
 def extend_grace(session: Session, actor_id: int, customer_id: int, days: int, now: datetime | None = None) -> datetime:
     """Push the customer's deletion date `days` later (from the current date, or from now when there
-    is no debt yet). Audit-logged. Commits. Deployments already marked stay marked."""
+    is no debt yet). Audit-logged. Commits. Marks that the new date no longer justifies are lifted
+    (app.billing.recovery)."""
     now = now or utcnow()
     if not 1 <= days <= 366:
         raise InvalidGraceExtension("Extend the grace by 1 to 366 days.")
@@ -517,6 +544,9 @@ def extend_grace(session: Session, actor_id: int, customer_id: int, days: int, n
                  before={"deletion_at": _iso(before_due), "grace_extended_until": _iso(previous)},
                  after={"deletion_at": _iso(account.grace_extended_until), "days": days,
                         "grace_extended_until": _iso(account.grace_extended_until)})
+    from app.billing.recovery import lift_deletion_marks_if_settled
+
+    lift_deletion_marks_if_settled(session, customer_id, now, cause="grace_extended")
     notifications.announce_grace_extended(session, customer_id, account.grace_extended_until, days)
     session.commit()
     return account.grace_extended_until

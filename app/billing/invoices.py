@@ -22,7 +22,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, attributes
 
-from app.billing import notifications
+from app.billing import (
+    notifications,
+    recovery,  # noqa: F401  (lifts deletion marks when an invoice leaves open)
+)
 from app.billing.audit import record_audit
 from app.billing.ledger import post_entry
 from app.billing.money import format_money, tax_cents

@@ -127,16 +127,54 @@ def create_plan(
     return plan
 
 
-def change_price(
-    session: Session, actor_id: int | None, plan_id: int, hourly_price, effective_at: datetime | None = None
-) -> PlanPrice:
-    """Append a new price version (effective now unless given); commits. Existing deployments keep
-    their snapshot price."""
+@dataclass(frozen=True)
+class PriceChangePreview:
+    """What confirming a price change will do: the admin sees it before confirming."""
+
+    plan: Plan
+    hourly_price: Decimal
+    effective_at: datetime
+    before_price: Decimal | None
+    customers_told: int  # 0 when it takes effect at once (nothing to announce)
+    before_monthly_cents: int | None
+    after_monthly_cents: int
+
+    @property
+    def scheduled(self) -> bool:
+        return self.customers_told > 0 or self.effective_at > utcnow()
+
+
+def preview_price_change(session: Session, plan_id: int, hourly_price, effective_at: datetime | None = None,
+                         now: datetime | None = None) -> PriceChangePreview:
+    """Validate a price change and count the customers it will be announced to. Writes nothing."""
+    from app.billing.price_notices import affected_customer_ids, monthly_cost_cents
+
+    now = now or utcnow()
     plan = session.get(Plan, plan_id)
     if plan is None:
         raise InvalidPlan("No such plan.")
     price = parse_hourly_price(hourly_price)
-    effective_at = effective_at or utcnow()
+    effective_at = effective_at or now
+    before = price_at(session, plan.id, effective_at)
+    told = len(affected_customer_ids(session, plan.id, now)) if effective_at > now and before is not None else 0
+    return PriceChangePreview(plan, price, effective_at, before.hourly_price if before else None, told,
+                              monthly_cost_cents(before.hourly_price) if before else None, monthly_cost_cents(price))
+
+
+def change_price(
+    session: Session, actor_id: int | None, plan_id: int, hourly_price, effective_at: datetime | None = None
+) -> PlanPrice:
+    """Append a new price version (effective now unless given); commits. Existing deployments keep
+    their snapshot price. A price scheduled for later is announced, in the same transaction, to the
+    customers it affects (app.billing.price_notices)."""
+    from app.billing.price_notices import announce_price_change
+
+    plan = session.get(Plan, plan_id)
+    if plan is None:
+        raise InvalidPlan("No such plan.")
+    price = parse_hourly_price(hourly_price)
+    now = utcnow()
+    effective_at = effective_at or now
     before = price_at(session, plan.id, effective_at)
     version = PlanPrice(plan_id=plan.id, hourly_price=price, effective_at=effective_at, created_by=actor_id)
     session.add(version)
@@ -150,6 +188,7 @@ def change_price(
         {"hourly_price": str(before.hourly_price) if before else None},
         {"hourly_price": str(price), "effective_at": effective_at.isoformat(), "price_version_id": version.id},
     )
+    announce_price_change(session, version, before.hourly_price if before else None, now)
     session.commit()
     return version
 

@@ -38,6 +38,7 @@ from app.billing import notifications
 from app.billing.cards import usable_cards
 from app.billing.invoices import apply_payment, lock_invoice, pay_from_balance
 from app.billing.ledger import post_entry
+from app.billing.recovery import recheck_deletion_marks
 from app.models import BillingCustomer, Card, ChargeAttempt, Invoice, SettlementRequest, User
 from app.models.base import utcnow
 from app.payments import gateway
@@ -614,6 +615,10 @@ def settle_balances_bulk(session: Session, customer_ids: list[int]) -> list[int]
             session, kind="payment_receipt", template="payment_receipt", source_sql=_BULK_RECEIPTS_SQL,
             params=params, now=params["now"],
         )
+        recheck_deletion_marks(session, session.execute(text(
+            "SELECT DISTINCT d.customer_id FROM deployments d JOIN bulk_alloc a ON a.customer_id = d.customer_id "
+            "WHERE d.marked_for_deletion_at IS NOT NULL AND d.state NOT IN ('deleted', 'failed')"
+        )).scalars())
         done = set(session.execute(text(
             "SELECT c.customer_id FROM bulk_customers c WHERE NOT EXISTS (SELECT 1 FROM settlement_requests r "
             "WHERE r.customer_id = c.customer_id) AND NOT EXISTS (SELECT 1 FROM invoices i WHERE "

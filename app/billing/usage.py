@@ -115,20 +115,29 @@ class UsageLine:
     amount_cents: int
 
 
+def unbilled_seconds(events, billed: int, until: datetime) -> int:
+    """Running seconds before `until` not yet on any invoice (`billed` = seconds already charged)."""
+    return max(0, running_seconds(events, None, until) - billed)
+
+
+def unbilled_lines(deployments, events: dict, billed: dict, until: datetime) -> list[UsageLine]:
+    """The lines `unbilled_usage` returns, from already loaded deployments, events and billed seconds
+    (so a read model that loads them its own way prices them exactly like the invoice will)."""
+    lines = []
+    for deployment in deployments:
+        seconds = unbilled_seconds(events.get(deployment.id, []), billed.get(deployment.id, 0), until)
+        if seconds > 0:
+            lines.append(UsageLine(deployment, seconds, usage_amount_cents(deployment.hourly_price, seconds)))
+    return lines
+
+
 def unbilled_usage(session: Session, customer_id: int, until: datetime) -> list[UsageLine]:
     """Per deployment of the customer: running seconds before `until` not yet on any invoice."""
     deployments = list(
         session.scalars(select(Deployment).where(Deployment.customer_id == customer_id).order_by(Deployment.id))
     )
     ids = [d.id for d in deployments]
-    events = events_by_deployment(session, ids)
-    billed = billed_seconds(session, ids)
-    lines = []
-    for deployment in deployments:
-        seconds = running_seconds(events.get(deployment.id, []), None, until) - billed.get(deployment.id, 0)
-        if seconds > 0:
-            lines.append(UsageLine(deployment, seconds, usage_amount_cents(deployment.hourly_price, seconds)))
-    return lines
+    return unbilled_lines(deployments, events_by_deployment(session, ids), billed_seconds(session, ids), until)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """All models, imported here so Alembic and the app see one metadata."""
 
 # Feature modules: import their classes from the module itself (app.models.voucher.Voucher, …).
-from app.models import credit_note, dunning, notification, stripe_events, usage, voucher  # noqa: E402,F401,I001
+from app.models import credit_note, dunning, foresight, notification, stripe_events, usage, voucher  # noqa: E402,F401,I001
 from app.models.audit import AuditLog
 from app.models.base import Base
 from app.models.card import BillingCustomer, Card

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from app.billing import platform_customers, usage
+from app.billing import platform_customers, spending_limits, usage
 from app.billing.accounts_view import dashboard_figures
 from app.billing.can_deploy import UnknownCustomerOrPlan, can_deploy
 from app.billing.pricing import list_plans
@@ -178,6 +178,17 @@ def _deployment_json(deployment: Deployment) -> dict:
     }
 
 
+def _check_spending_alerts(customer_id: int) -> None:
+    """A lifecycle event can move this month's spending (a late event adds hours): alert now rather
+    than at the next periodic check. The event is already recorded; a failure here only logs."""
+    try:
+        spending_limits.check_spending_alerts(db.session, customer_id)
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        log.exception("spending alert check after a usage event failed for customer %s", customer_id)
+
+
 # -------------------------------------------------------------------- routes ---
 @bp.post("/deployment-events")
 def report_deployment_event():
@@ -206,6 +217,8 @@ def report_deployment_event():
         )
     except usage.UsageError as exc:
         raise ApiError(exc.status, str(exc), exc.field) from None
+    if recorded.created:
+        _check_spending_alerts(customer_id)
     payload = {"event_id": event_id, "recorded": recorded.created, "deployment": _deployment_json(recorded.deployment)}
     return jsonify(payload), 201 if recorded.created else 200
 

@@ -241,7 +241,7 @@ OPENAPI = {
                     "customer_id": {"type": "integer"},
                     "plan": {"type": "string"},
                     "allowed": {"type": "boolean"},
-                    "code": {"type": "string", "enum": ["card", "voucher", "disputed", "on_hold", "insufficient_voucher", "no_payment_method"]},
+                    "code": {"type": "string", "enum": ["card", "voucher", "disputed", "on_hold", "spending_limit", "insufficient_voucher", "no_payment_method"]},
                     "reason": {"type": ["string", "null"]},
                     "required_cents": {"type": "integer"},
                     "voucher_balance_cents": {"type": "integer"},

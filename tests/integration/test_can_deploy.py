@@ -35,7 +35,7 @@ def test_expired_or_removed_cards_do_not_count(session, factory):
     add_card(session, customer, removed=True)
     decision = can_deploy(session, customer.id, "vm-small", NOW)
     assert (decision.allowed, decision.code) == (False, "no_payment_method")
-    assert "no usable card" in decision.reason
+    assert "No usable card: Visa ending 4242 (12/2020) has expired." in decision.reason
 
 
 def test_voucher_only_customer_may_deploy_only_while_the_voucher_covers_the_rest_of_the_month(session, factory):

@@ -66,7 +66,8 @@ def test_voucher_only_customer_is_told_when_the_balance_runs_out_and_when_deleti
         login(client, customer.email)
         page = client.get("/dashboard").get_data(as_text=True)
     assert len(_runway_mail(mailbox, customer.email)) == 1
-    assert "Your balance runs out on <strong>2027-02-12</strong>" in page
+    assert ("Your balance covers your deployments until 12 February, 04:00 UTC; without a card or a top-up, the "
+            "invoices stay unpaid and your deployments would be deleted on 1 June.") in page
 
 
 def test_a_balance_that_covers_the_month_gets_no_runway_warning(app, session, factory):

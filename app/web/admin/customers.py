@@ -11,8 +11,10 @@ from sqlalchemy import func, or_, select
 from wtforms import HiddenField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length
 
+from app.billing import spending_limits
 from app.billing.activity import activity_page
 from app.billing.adjustments import AdjustmentError, adjust_cash_balance
+from app.billing.foresight import amount_input_text, customer_forecast
 from app.billing.money import InvalidAmount, format_money
 from app.billing.money_input import configured_max_cents, parse_money_cents
 from app.extensions import db
@@ -57,8 +59,18 @@ def _customer_or_404(customer_id: int) -> User:
     return customer
 
 
-def _render_detail(customer: User, form: AdjustmentForm | None = None, status: int = 200):
+class CeilingForm(FlaskForm):
+    ceiling = StringField("Spending ceiling per month (before tax; empty = none)", validators=[Length(max=32)])
+
+
+def _render_detail(customer: User, form: AdjustmentForm | None = None, status: int = 200,
+                   ceiling_form: CeilingForm | None = None):
     form = form or AdjustmentForm()
+    limit = spending_limits.spending_limit(db.session, customer.id)
+    if ceiling_form is None:
+        ceiling_form = CeilingForm(formdata=None)
+        if limit is not None and limit.admin_ceiling_cents is not None:
+            ceiling_form.ceiling.data = amount_input_text(limit.admin_ceiling_cents)
     if not form.request_key.data:
         form.request_key.data = secrets.token_urlsafe(16)
     session = db.session
@@ -71,6 +83,7 @@ def _render_detail(customer: User, form: AdjustmentForm | None = None, status: i
         cards=list(session.scalars(select(Card).where(Card.customer_id == customer.id)
                                    .order_by(Card.is_default.desc(), Card.created_at.desc()))),
         activity=activity_page(session, customer.id),
+        forecast=customer_forecast(session, customer.id), ceiling_form=ceiling_form, spending_limit=limit,
     )
     return body, status
 
@@ -109,4 +122,27 @@ def adjust_balance(customer_id: int):
         body, _ = _render_detail(customer, AdjustmentForm(formdata=None))
         figures = render_block("admin/customer_detail.html", "customer_figures", customer=customer, oob=True)
         return body + figures, 200
+    return redirect(url_for("admin.customer_detail", customer_id=customer.id), 303)
+
+
+@bp.post("/customers/<int:customer_id>/spending-ceiling")
+@admin_required
+def set_spending_ceiling(customer_id: int):
+    """Cap the customer's monthly spending limit (audited); empty removes the cap."""
+    customer = _customer_or_404(customer_id)
+    form = CeilingForm()
+    if not form.validate_on_submit():
+        return _render_detail(customer, status=400, ceiling_form=form)
+    text = (form.ceiling.data or "").strip()
+    try:
+        cents = parse_money_cents(text, max_cents=spending_limits.MAX_LIMIT_CENTS) if text else None
+        spending_limits.set_admin_ceiling(db.session, current_user.id, customer.id, cents)
+    except InvalidAmount:
+        form.ceiling.errors = [*form.ceiling.errors, "Enter an amount like 500.00, or leave it empty for no ceiling."]
+        return _render_detail(customer, status=400, ceiling_form=form)
+    except spending_limits.SpendingLimitError as exc:
+        form.ceiling.errors = [*form.ceiling.errors, str(exc)]
+        return _render_detail(customer, status=400, ceiling_form=form)
+    flash(f"Spending ceiling of {customer.email} set to {format_money(cents)}." if cents is not None
+          else f"Spending ceiling of {customer.email} removed.", "success")
     return redirect(url_for("admin.customer_detail", customer_id=customer.id), 303)

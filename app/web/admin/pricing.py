@@ -5,12 +5,13 @@ from datetime import UTC, datetime
 from flask import abort, flash, redirect, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, SelectField, StringField
+from wtforms import BooleanField, HiddenField, SelectField, StringField
 from wtforms.validators import DataRequired, Length, Optional
 
 from app.billing import pricing
 from app.billing.money import format_unit_price
 from app.billing.periods import InvalidPeriod, parse_datetime_utc
+from app.billing.price_notices import AUDIENCE
 from app.extensions import db
 from app.models.usage import PLAN_KINDS, PLAN_SIZES, Plan
 from app.web.admin import bp
@@ -22,6 +23,7 @@ EFFECTIVE_FORMATS = ("%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S")
 class PriceForm(FlaskForm):
     hourly_price = StringField("New hourly price", validators=[DataRequired(message="Enter a price.")])
     effective_at = StringField("Effective from (UTC, empty = now)", validators=[Optional(), Length(max=25)])
+    confirmed = HiddenField()
 
 
 class PlanForm(FlaskForm):
@@ -79,7 +81,7 @@ def _plan_or_404(plan_id: int) -> Plan:
     return plan
 
 
-def _render_plan(plan: Plan, form: PriceForm, status: int = 200):
+def _render_plan(plan: Plan, form: PriceForm, status: int = 200, preview: pricing.PriceChangePreview | None = None):
     return render_page_or_block(
         "admin/pricing_plan.html",
         "price_form",
@@ -87,6 +89,8 @@ def _render_plan(plan: Plan, form: PriceForm, status: int = 200):
         form=form,
         history=pricing.price_history(db.session, plan.id),
         now=datetime.now(UTC),
+        preview=preview,
+        audience=AUDIENCE,
     ), status
 
 
@@ -115,8 +119,14 @@ def change_price(plan_id: int):
         form.effective_at.errors = [*form.effective_at.errors, str(exc)]
     if valid and price is not None and not form.effective_at.errors:
         try:
+            if form.confirmed.data != "yes":
+                # First step: show what will happen (how many customers are told) and ask to confirm.
+                preview = pricing.preview_price_change(db.session, plan.id, price, effective_at)
+                form.confirmed.data = "yes"
+                return _render_plan(plan, form, preview=preview)
             version = pricing.change_price(db.session, current_user.id, plan.id, price, effective_at)
         except pricing.PricingError as exc:
+            form.confirmed.data = ""
             form.hourly_price.errors = [*form.hourly_price.errors, str(exc)]
         else:
             flash(f"{plan.name}: {format_unit_price(version.hourly_price)} per hour from "

@@ -2,7 +2,7 @@
 
 import secrets
 
-from flask import current_app, flash, redirect, url_for
+from flask import current_app, flash, redirect, request, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, RadioField, StringField
@@ -11,6 +11,7 @@ from wtforms.validators import DataRequired
 from app.billing import card_topups, topups
 from app.billing.accounts_view import dashboard_figures
 from app.billing.cards import usable_cards
+from app.billing.foresight import amount_input_text
 from app.billing.money import InvalidAmount, format_money
 from app.billing.money_input import MAX_CENTS, parse_money_cents
 from app.extensions import db
@@ -66,8 +67,17 @@ def _go(url: str):
 @bp.get("/balance")
 @customer_required
 def balance():
+    """`?amount=12.34` prefills the amount (the dashboard's suggested top-up); an amount that does not
+    parse is ignored."""
     cards = usable_cards(db.session, current_user.id)
-    return _render(_form(cards), cards)
+    form = _form(cards)
+    suggested = request.args.get("amount")
+    if suggested:
+        try:
+            form.amount.data = amount_input_text(parse_money_cents(suggested, max_cents=MAX_CENTS))
+        except InvalidAmount:
+            pass
+    return _render(form, cards)
 
 
 @bp.post("/balance/topup")

@@ -46,6 +46,7 @@ def _respond(*, message: str, category: str, status: int, code: str = "", retry_
     if status == 200:
         figures = dashboard_figures(db.session, current_user.id)
         body += render_template("customer/_figures.html", figures=figures, oob=True)
+        headers["HX-Trigger"] = "funds-changed"  # panels showing balances refresh themselves
     return body, status, headers
 
 

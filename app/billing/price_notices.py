@@ -66,12 +66,15 @@ def announce_price_change(session: Session, version: PlanPrice, before_price: De
     now = now or utcnow()
     if version.effective_at <= now or before_price is None:
         return 0
+    audience = affected_customer_ids(session, version.plan_id, now)
+    if not audience:
+        return 0
     from app.billing.notifications import queue_notification
 
     plan = session.get(Plan, version.plan_id)
     before_cents, after_cents = monthly_cost_cents(before_price), monthly_cost_cents(version.hourly_price)
     told = 0
-    for customer_id in affected_customer_ids(session, plan.id, now):
+    for customer_id in audience:
         row_id = session.execute(
             _insert(session)(PriceChangeNotice)
             .values(plan_price_id=version.id, customer_id=customer_id, before_monthly_cents=before_cents,

@@ -25,7 +25,9 @@ def test_admin_changes_a_price_and_sees_the_history(page, session, factory):
     page.goto("/admin/pricing")
     page.click("text=vm-small")
     page.fill("input[name=hourly_price]", "0.125000")
-    page.click("#price-submit")
+    page.click("#price-submit")  # review: how many customers will be told
+    page.locator("#price-confirm-count").wait_for()
+    page.click("#price-submit")  # confirm
     history = page.locator("#price-history")
     history.get_by_text("$0.125").wait_for()
     assert history.locator("tbody tr").count() == 2

@@ -176,7 +176,8 @@ def test_a_voucher_valid_until_a_day_is_listed_with_that_day_inclusive(admin_cli
 def test_a_price_change_flash_formats_the_price_with_babel(admin_client, session):
     plan = make_plan(session)
     token = get_csrf(admin_client, f"/admin/pricing/{plan.id}")
-    response = admin_client.post(f"/admin/pricing/{plan.id}/price", data={"csrf_token": token, "hourly_price": "0.02"})
+    response = admin_client.post(f"/admin/pricing/{plan.id}/price",
+                                 data={"csrf_token": token, "hourly_price": "0.02", "confirmed": "yes"})
     assert response.status_code == 303
     html = admin_client.get(response.headers["Location"]).get_data(as_text=True)
     assert f"{plan.name}: $0.02 per hour from" in html and "0.020000" not in html
@@ -188,7 +189,7 @@ def test_a_scheduled_price_can_be_cancelled_before_it_takes_effect_and_it_is_aud
     token = get_csrf(admin_client, f"/admin/pricing/{plan.id}")
     when = (utcnow() + timedelta(days=10)).strftime("%Y-%m-%dT%H:%M")
     admin_client.post(f"/admin/pricing/{plan.id}/price",
-                      data={"csrf_token": token, "hourly_price": "0.125", "effective_at": when})
+                      data={"csrf_token": token, "hourly_price": "0.125", "effective_at": when, "confirmed": "yes"})
     scheduled = session.scalar(select(PlanPrice).where(PlanPrice.plan_id == plan.id, PlanPrice.effective_at > utcnow()))
     page = admin_client.get(f"/admin/pricing/{plan.id}").get_data(as_text=True)
     assert f'id="cancel-price-{scheduled.id}"' in page

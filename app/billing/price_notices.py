@@ -22,6 +22,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from app.billing.money import format_money, format_unit_price, usage_amount_cents
+from app.billing.notifications import queue_notification
 from app.models import User
 from app.models.base import utcnow
 from app.models.foresight import PriceChangeNotice
@@ -69,8 +70,6 @@ def announce_price_change(session: Session, version: PlanPrice, before_price: De
     audience = affected_customer_ids(session, version.plan_id, now)
     if not audience:
         return 0
-    from app.billing.notifications import queue_notification
-
     plan = session.get(Plan, version.plan_id)
     before_cents, after_cents = monthly_cost_cents(before_price), monthly_cost_cents(version.hourly_price)
     told = 0

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session, attributes
 
+from app.billing.notifications import queue_notification
 from app.models import Invoice
 from app.models.base import utcnow
 from app.models.dunning import DunningAccount
@@ -54,7 +55,6 @@ def lift_deletion_marks_if_settled(session: Session, customer_id: int, now: date
     due = deletion_due_at(session, customer_id)
     if due is not None and due <= now:
         return []
-    from app.billing.notifications import queue_notification
     from app.platform_notify import enqueue_after_commit, record_platform_event
 
     # Lock every live deployment of the customer (not only the marked ones: a mark committed by a

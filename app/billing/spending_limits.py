@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from app.billing.audit import record_audit
 from app.billing.foresight import SpendingStatus, customer_forecast, format_day
 from app.billing.money import format_money
+from app.billing.notifications import queue_notification
 from app.models import User
 from app.models.base import utcnow
 from app.models.foresight import ALERT_THRESHOLDS, SpendingAlert, SpendingLimit
@@ -102,8 +103,6 @@ def _insert(session: Session):
 def check_spending_alerts(session: Session, customer_id: int, now: datetime | None = None) -> list[int]:
     """Record (and queue the email for) every threshold the customer's spending reached this month
     and was not alerted about yet. Returns the thresholds newly recorded. Does not commit."""
-    from app.billing.notifications import queue_notification
-
     limit = session.get(SpendingLimit, customer_id)
     if limit is None or limit.effective_cents is None:
         return []

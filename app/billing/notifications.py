@@ -90,13 +90,15 @@ def queue_notification(session: Session, *, user_id: int, kind: str, key: str, s
         raise UnknownNotificationKind(kind)
     if attachment is not None and attachment[0] not in ATTACHMENTS:
         raise ValueError(f"no attachment renderer {attachment[0]!r}")
+    if not key or len(key) > 200:
+        raise ValueError("a notification key is 1 to 200 characters")
     plain_context = json.loads(json.dumps(context))  # plain JSON values only (TypeError otherwise)
     now = utcnow()
     skipped = is_optional(kind) and not receipts_enabled(session, user_id)
     row_id = session.execute(
         _insert(session)(Notification)
         .values(
-            customer_id=user_id, kind=kind, key=key[:200], subject=subject[:300], template=template,
+            customer_id=user_id, kind=kind, key=key, subject=subject[:300], template=template,
             context=plain_context, attachment=list(attachment) if attachment else None,
             status="skipped" if skipped else "pending", message_id=message_id_for(key), created_at=now,
             next_attempt_at=now + REQUEUE_AFTER, attempts=0, skipped_at=now if skipped else None,

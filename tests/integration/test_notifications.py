@@ -346,3 +346,29 @@ def test_a_charge_whose_outcome_was_unknown_and_then_declines_is_mailed_as_faile
     worker.run_burst()
     [message] = mails(mailbox, customer.email, "Payment failed")
     assert "Visa ending 0341 declined on" in plain_text(message)
+
+
+def test_the_customer_and_the_admin_see_which_emails_went_out(app, session, factory, worker, mailbox):
+    admin = factory.admin()
+    customer = factory.customer(email_receipts=False)
+    credit(session, customer.id, "cash", 500)
+    invoice = make_invoice(session, customer.id, 500)
+    worker.run_burst()
+
+    client = app.test_client()
+    login(client, customer.email)
+    page = client.get("/settings/notifications").get_data(as_text=True)
+    assert f"Your Paydesk invoice {invoice.number}" in page
+    assert f"Receipt: invoice {invoice.number} is paid" in page and "not sent (receipts off)" in page
+    assert 'id="receipts"' in page and "checked" not in page
+    response = client.post("/settings/notifications", data={
+        "csrf_token": get_csrf(client, "/settings/notifications"), "receipts": "y"})
+    assert response.status_code == 303
+    session.expire_all()
+    assert notifications.receipts_enabled(session, customer.id) is True
+
+    admin_client = app.test_client()
+    login(admin_client, admin.email, "admin-password-1")
+    detail = admin_client.get(f"/admin/customers/{customer.id}").get_data(as_text=True)
+    assert 'id="customer-emails"' in detail
+    assert f"Your Paydesk invoice {invoice.number}" in detail and "skipped" in detail

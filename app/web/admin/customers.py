@@ -17,6 +17,7 @@ from app.billing.adjustments import AdjustmentError, adjust_cash_balance
 from app.billing.foresight import amount_input_text, customer_forecast
 from app.billing.money import InvalidAmount, format_money
 from app.billing.money_input import configured_max_cents, parse_money_cents
+from app.billing.notifications import notifications_of
 from app.extensions import db
 from app.models import Card, Invoice, LedgerEntry, User
 from app.web.admin import bp
@@ -84,6 +85,7 @@ def _render_detail(customer: User, form: AdjustmentForm | None = None, status: i
                                    .order_by(Card.is_default.desc(), Card.created_at.desc()))),
         activity=activity_page(session, customer.id),
         forecast=customer_forecast(session, customer.id), ceiling_form=ceiling_form, spending_limit=limit,
+        emails=notifications_of(session, customer.id, limit=50),
     )
     return body, status
 

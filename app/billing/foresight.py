@@ -207,7 +207,7 @@ def _load_account(session: Session, customer_id: int, now: datetime) -> _Account
         .outerjoin(SpendingLimit, SpendingLimit.customer_id == User.id)
         .where(User.id == customer_id)
     ).one_or_none()
-    if row is None or row[0].is_admin:
+    if row is None:
         raise UnknownCustomer(customer_id)
     customer, debt_cents, oldest_at, grace, own_limit, ceiling, has_card = row
     return _Account(customer, int(debt_cents or 0), oldest_at, grace, own_limit, ceiling, bool(has_card))

@@ -127,7 +127,7 @@ def adjust_balance(customer_id: int):
     return redirect(url_for("admin.customer_detail", customer_id=customer.id), 303)
 
 
-@bp.post("/customers/<int:customer_id>/spending-ceiling")
+@bp.post("/customers/<id:customer_id>/spending-ceiling")
 @admin_required
 def set_spending_ceiling(customer_id: int):
     """Cap the customer's monthly spending limit (audited); empty removes the cap."""

@@ -144,3 +144,23 @@ def test_limit_alerts_go_out_once_each_at_50_80_and_100_percent_and_nothing_is_d
     check("2026-12-09T08:00:00")
     check("2026-12-09T09:00:00")
     assert [m["Subject"] for m in alerts()][3:] == ["You have used 50 % of your monthly spending limit of $40.00"]
+
+
+def test_a_usage_event_checks_the_limit_at_once(app, session, factory, client, worker, mailbox):
+    customer = factory.customer(email="event-alert@example.com")
+    make_plan(session, price="0.100000")
+    session.add(SpendingLimit(customer_id=customer.id, customer_limit_cents=4000))
+    session.commit()
+    headers = {"Authorization": f"Bearer {PLATFORM_TOKEN}"}
+    with travel(at("2026-11-09T08:00:00")):  # the platform reports late: the VM ran since the 1st (200 h, $20.00)
+        for n, kind in enumerate(("created", "succeeded")):
+            body = {"event_id": f"late-{n}", "deployment_id": "vm-late", "customer_id": customer.id, "type": kind,
+                    "occurred_at": "2026-11-01T00:00:00Z", "plan": "vm-small"}
+            if kind != "created":
+                body.pop("plan")
+            assert client.post("/api/v1/deployment-events", json=body, headers=headers).status_code == 201
+    assert [(a.period, a.threshold) for a in session.scalars(select(SpendingAlert))] == [("2026-11", 50)]
+    if queued_jobs(app):
+        worker.run_burst()
+    assert [m["Subject"] for m in mailbox.messages if m["To"] == customer.email] == [
+        "You have used 50 % of your monthly spending limit of $40.00"]

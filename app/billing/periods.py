@@ -44,8 +44,9 @@ def check_date(value: date, what: str = "The date") -> date:
     return value
 
 
-def parse_datetime_utc(text, formats: tuple[str, ...], example: str) -> datetime | None:
-    """Empty → None; otherwise the first of `formats` that matches, as UTC, within the year range."""
+def parse_datetime_utc(text, formats: tuple[str, ...], example: str, what: str = "The time") -> datetime | None:
+    """Empty → None; otherwise the first of `formats` that matches, as UTC, within the year range.
+    Messages start with `what`, e.g. "Effective time must look like 2026-11-01T00:00 (UTC)."."""
     if text is None or not str(text).strip():
         return None
     text = str(text).strip()
@@ -55,8 +56,8 @@ def parse_datetime_utc(text, formats: tuple[str, ...], example: str) -> datetime
                 moment = datetime.strptime(text, fmt).replace(tzinfo=UTC)
             except ValueError:
                 continue
-            return check_date(moment)
-    raise InvalidPeriod(f"Enter a time like {example} (UTC).")
+            return check_date(moment, what)
+    raise InvalidPeriod(f"{what} must look like {example} (UTC).")
 
 
 def _check_year(year: int, what: str = "The period") -> None:

@@ -73,6 +73,7 @@ def test_a_chunked_body_without_a_length_is_cut_at_64_kib_over_real_http(live_se
     assert _nothing_written(session)
 
 
+@pytest.mark.allows_5xx("provokes a 500 on purpose to prove it is answered in JSON")
 def test_every_error_status_under_the_api_is_json(app, client, session, factory, monkeypatch):
     customer = factory.customer()
     make_plan(session)

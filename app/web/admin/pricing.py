@@ -36,9 +36,9 @@ class PlanForm(FlaskForm):
 
 def _parse_effective(text: str | None) -> datetime | None:
     try:
-        return parse_datetime_utc(text, EFFECTIVE_FORMATS, "2026-11-01T00:00")
+        return parse_datetime_utc(text, EFFECTIVE_FORMATS, "2026-11-01T00:00", "Effective time")
     except InvalidPeriod as exc:
-        raise pricing.InvalidPrice(f"Effective time: {exc}") from None
+        raise pricing.InvalidPrice(str(exc)) from None
 
 
 def _render_index(plan_form=None, status=200):

@@ -31,13 +31,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import event, func, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from app.billing.audit import record_audit
-from app.billing.invoices import apply_payment, lock_invoice
+from app.billing.invoices import apply_payment, lock_invoice, take_next_number
 from app.billing.ledger import post_entry
 from app.billing.money import format_money, tax_cents, usage_amount_cents
 from app.billing.notifications import queue_notification, register_attachment
@@ -322,19 +320,8 @@ def _card_refund_parts(session: Session, invoice: Invoice, amount_cents: int) ->
 
 # ------------------------------------------------------------------ issue ---
 def _next_number(session: Session, year: int) -> int:
-    """Next sequence number of `year`; the counter row stays locked until the transaction ends."""
-    dialect = session.get_bind().dialect.name
-    if dialect in ("postgresql", "sqlite"):
-        ins = (pg_insert if dialect == "postgresql" else sqlite_insert)(CreditNoteNumberCounter)
-        session.execute(ins.values(year=year, last_seq=0).on_conflict_do_nothing(index_elements=["year"]))
-    elif session.get(CreditNoteNumberCounter, year) is None:
-        session.execute(insert(CreditNoteNumberCounter).values(year=year, last_seq=0))
-    return session.execute(
-        update(CreditNoteNumberCounter)
-        .where(CreditNoteNumberCounter.year == year)
-        .values(last_seq=CreditNoteNumberCounter.last_seq + 1)
-        .returning(CreditNoteNumberCounter.last_seq)
-    ).scalar_one()
+    """Next sequence number of `year` in the credit-note series (the invoices' gapless counter rule)."""
+    return take_next_number(session, CreditNoteNumberCounter, year)
 
 
 def issue_credit_note(

@@ -199,17 +199,21 @@ def seller_details() -> dict:
 def next_invoice_number(session: Session, year: int) -> int:
     """Take the next sequence number of `year`. The counter row stays locked until the caller's
     transaction ends, so concurrent issuers get consecutive numbers and a rollback leaves no gap."""
+    return take_next_number(session, InvoiceNumberCounter, year)
+
+
+def take_next_number(session: Session, counter, year: int) -> int:
+    """Gapless numbering shared by every document series (invoices, credit notes): `counter` is a
+    model with `year` and `last_seq`; its row of `year` is created if missing, then incremented and
+    stays locked until the caller's transaction ends."""
     dialect = session.get_bind().dialect.name
     if dialect in ("postgresql", "sqlite"):
-        ins = (pg_insert if dialect == "postgresql" else sqlite_insert)(InvoiceNumberCounter)
+        ins = (pg_insert if dialect == "postgresql" else sqlite_insert)(counter)
         session.execute(ins.values(year=year, last_seq=0).on_conflict_do_nothing(index_elements=["year"]))
-    elif session.get(InvoiceNumberCounter, year) is None:
-        session.execute(insert(InvoiceNumberCounter).values(year=year, last_seq=0))
+    elif session.get(counter, year) is None:
+        session.execute(insert(counter).values(year=year, last_seq=0))
     return session.execute(
-        update(InvoiceNumberCounter)
-        .where(InvoiceNumberCounter.year == year)
-        .values(last_seq=InvoiceNumberCounter.last_seq + 1)
-        .returning(InvoiceNumberCounter.last_seq)
+        update(counter).where(counter.year == year).values(last_seq=counter.last_seq + 1).returning(counter.last_seq)
     ).scalar_one()
 
 

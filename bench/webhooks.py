@@ -1,37 +1,51 @@
-"""Webhook ingestion benchmark.
+"""Webhook ingestion benchmark, against the ceiling page measured in the same run.
 
-Signed Stripe events (payment_intent.succeeded top-ups, 20% of deliveries duplicates of events
-already sent) are posted by a threaded load generator on 127.0.0.1 to the app under gunicorn
-(2 workers) on its own PostgreSQL database. Prints deliveries handled per second, unique events
-applied per second and the p95 latency, then checks that every unique event was credited exactly
-once. Usage: python bench/webhooks.py [--events 6000] [--threads 16]
+Signed Stripe events (payment_intent.succeeded top-ups for 200 customers, 20% of deliveries
+re-deliveries of events already sent, as Stripe's retries are) are posted over keep-alive
+connections on 127.0.0.1 to the app under gunicorn (2 gthread workers, as in bench/common.py) on
+its own PostgreSQL database. Then the ceiling page (bench/ceiling_app.py: bare Flask, one query, a
+template) is served by the same gunicorn settings on the same database and loaded with the same
+number of connections. The ratio is deliveries/s ÷ ceiling req/s.
+
+Afterwards the exactly-once check: every unique event is recorded once in `stripe_events`, credited
+once (one `topup` ledger entry and one `topups` row per payment intent, balances equal to the sum of
+the entries), with one receipt notification each and a settlement request (outbox row) for every
+credited customer; every delivery, duplicate or not, was answered 200. A failure is flagged in the
+last line and the exit status is 1.
+
+    python bench/webhooks.py [--events 6000] [--connections 8] [--duplicates 0.2] [--ceiling-requests N]
+
 Environment: BENCH_DATABASE_URL (default postgresql+psycopg://postgres@127.0.0.1:5432/paydesk_bench_webhooks),
-BENCH_REDIS_URL (default redis://127.0.0.1:6379/14; settlement jobs are enqueued there, never run).
+BENCH_REDIS_URL (default redis://127.0.0.1:6379/14; settlement and mail jobs are enqueued there, never
+run; the db is flushed before and after).
+Last line: `bench webhooks: events_per_s=… ceiling_rps=… ratio=… p95_ms=… duplicates=20%`.
 """
 
 import argparse
 import hashlib
 import hmac
-import http.client
 import json
 import os
 import random
 import secrets
-import signal
-import socket
-import statistics
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-import requests
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import create_engine, text  # noqa: E402
+
+from bench.common import (  # noqa: E402
+    free_port,
+    measure_ceiling,
+    process_tree_cpu_seconds,
+    recreate_database,
+    run_load,
+    start_gunicorn,
+    stop_gunicorn,
+)
 
 DATABASE_URL = os.environ.get(
     "BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/paydesk_bench_webhooks"
@@ -39,232 +53,162 @@ DATABASE_URL = os.environ.get(
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 SECRET = "whsec_bench_webhooks"
 CUSTOMERS = 200
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def recreate_database() -> None:
-    from app.migrate import upgrade_database
-
-    url = make_url(DATABASE_URL)
-    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(
-            text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d AND pid <> pg_backend_pid()"),
-            {"d": url.database},
-        )
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{url.database}"'))
-        conn.execute(text(f'CREATE DATABASE "{url.database}"'))
-    admin.dispose()
-    upgrade_database(DATABASE_URL)
+AMOUNT_CENTS = 1000
+WARMUP_EVENTS = 200  # unique events sent before the timed section (both workers warm); checked too
 
 
 def seed_customers(engine) -> list[tuple[int, str]]:
     with engine.begin() as conn:
-        rows = []
-        for n in range(CUSTOMERS):
-            user_id = conn.execute(
-                text(
-                    "INSERT INTO users (email, password_hash, is_admin, created_at, cash_balance_cents, "
-                    "voucher_balance_cents, on_hold, disputed) VALUES (:e, 'x', false, now(), 0, 0, false, false) "
-                    "RETURNING id"
-                ),
-                {"e": f"bench{n}@example.com"},
-            ).scalar_one()
-            stripe_id = f"cus_bench{n:05d}"
-            conn.execute(
-                text("INSERT INTO billing_customers (customer_id, stripe_customer_id, created_at) VALUES (:c, :s, now())"),
-                {"c": user_id, "s": stripe_id},
-            )
-            rows.append((user_id, stripe_id))
-    return rows
+        rows = conn.execute(
+            text(
+                "INSERT INTO users (email, password_hash, is_admin, created_at, cash_balance_cents, "
+                "voucher_balance_cents, on_hold, disputed) "
+                "SELECT 'bench' || g || '@example.com', 'x', false, now(), 0, 0, false, false "
+                "FROM generate_series(0, :n - 1) g RETURNING id"
+            ),
+            {"n": CUSTOMERS},
+        ).scalars().all()
+        customers = [(user_id, f"cus_bench{user_id:05d}") for user_id in sorted(rows)]
+        conn.execute(
+            text("INSERT INTO billing_customers (customer_id, stripe_customer_id, created_at) VALUES (:c, :s, now())"),
+            [{"c": c, "s": s} for c, s in customers],
+        )
+    return customers
 
 
-def signed(evt: dict) -> tuple[bytes, str]:
+def topup_event(n: int, stripe_customer: str, run: str) -> dict:
+    return {
+        "id": f"evt_bench_{run}_{n:07d}",
+        "object": "event",
+        "type": "payment_intent.succeeded",
+        "created": int(time.time()),
+        "data": {
+            "object": {
+                "id": f"pi_bench_{run}_{n:07d}", "object": "payment_intent", "amount": AMOUNT_CENTS,
+                "amount_received": AMOUNT_CENTS, "currency": "usd", "customer": stripe_customer,
+                "status": "succeeded", "metadata": {"paydesk_purpose": "topup"},
+            }
+        },
+    }
+
+
+def signed_request(evt: dict) -> tuple[str, str, bytes, dict[str, str]]:
     payload = json.dumps(evt).encode()
     ts = int(time.time())
     mac = hmac.new(SECRET.encode(), f"{ts}.".encode() + payload, hashlib.sha256).hexdigest()
-    return payload, f"t={ts},v1={mac}"
+    headers = {"Stripe-Signature": f"t={ts},v1={mac}", "Content-Type": "application/json"}
+    return "POST", "/stripe/webhook", payload, headers
 
 
-def build_deliveries(customers, total: int, duplicate_share: float) -> tuple[list[tuple[bytes, str]], int]:
-    unique = round(total * (1 - duplicate_share))
-    events = []
-    for n in range(unique):
-        _, stripe_id = customers[n % len(customers)]
-        pi = f"pi_bench_{n:07d}_{secrets.token_hex(3)}"
-        events.append(
-            {
-                "id": f"evt_bench_{n:07d}_{secrets.token_hex(3)}",
-                "object": "event",
-                "type": "payment_intent.succeeded",
-                "created": int(time.time()),
-                "data": {
-                    "object": {
-                        "id": pi, "object": "payment_intent", "amount": 1000, "amount_received": 1000,
-                        "currency": "usd", "customer": stripe_id, "status": "succeeded",
-                        "metadata": {"paydesk_purpose": "topup"},
-                    }
-                },
-            }
-        )
-    rng = random.Random(7)
-    deliveries = [signed(e) for e in events]
-    # Duplicates: re-deliveries of events sent earlier in the stream (as Stripe retries do).
-    for _ in range(total - unique):
+def build_deliveries(customers, first: int, unique: int, duplicates: int, run: str, rng: random.Random):
+    """`unique` events then `duplicates` re-deliveries of events sent earlier in the stream."""
+    deliveries = [
+        signed_request(topup_event(n, customers[n % len(customers)][1], run)) for n in range(first, first + unique)
+    ]
+    for _ in range(duplicates):
         position = rng.randrange(1, len(deliveries))
         deliveries.insert(position, deliveries[rng.randrange(0, position)])
-    return deliveries, unique
+    return deliveries
 
 
-def start_gunicorn(port: int) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "DATABASE_URL": DATABASE_URL,
-        "REDIS_URL": REDIS_URL,
-        "JOBS_MODE": "rq",
-        "SECRET_KEY": "bench",
-        "STRIPE_WEBHOOK_SECRET": SECRET,
-        "STRIPE_API_BASE": "http://127.0.0.1:9",
-        "RATELIMIT_STORAGE_URI": "memory://",
-        "PYTHONPATH": str(ROOT),
-    }
-    gunicorn = str(Path(sys.executable).with_name("gunicorn"))
-    proc = subprocess.Popen(
-        [gunicorn, "-w", "2", "-k", "gthread", "--threads", os.environ.get("BENCH_GUNICORN_THREADS", "4"), "-b", f"127.0.0.1:{port}",
-         "--log-level", "warning", "wsgi:app"],
-        cwd=ROOT, env=env, start_new_session=True,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-            return proc
-        except requests.RequestException:
-            time.sleep(0.3)
-    os.killpg(proc.pid, signal.SIGTERM)
-    raise SystemExit("gunicorn did not start")
+def flush_redis() -> None:
+    import redis
+
+    redis.Redis.from_url(REDIS_URL).flushdb()
 
 
-def process_tree_cpu_seconds(root_pid: int) -> float:
-    """utime+stime of a process and its children (gunicorn master + workers), from /proc."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    parents: dict[int, int] = {}
-    times: dict[int, float] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents[int(entry)] = int(fields[1])
-        times[int(entry)] = (int(fields[11]) + int(fields[12])) / ticks
-    tree = {root_pid}
-    changed = True
-    while changed:
-        changed = False
-        for pid, ppid in parents.items():
-            if ppid in tree and pid not in tree:
-                tree.add(pid)
-                changed = True
-    return sum(times.get(pid, 0.0) for pid in tree)
+def check_exactly_once(engine, unique: int) -> list[str]:
+    """What is wrong with the database after `unique` distinct top-up events; empty when all is well."""
+    problems = []
+    with engine.connect() as conn:
+        def one(sql: str):
+            return conn.execute(text(sql)).scalar_one()
 
-
-def run_load(port: int, deliveries, threads: int):
-    latencies: list[float] = []
-    errors: list[int] = []
-    lock = threading.Lock()
-    cursor = iter(range(len(deliveries)))
-
-    def worker():
-        # http.client with keep-alive: the cheapest client, so the generator steals little CPU.
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        mine, bad = [], []
-        while True:
-            with lock:
-                i = next(cursor, None)
-            if i is None:
-                break
-            payload, header = deliveries[i]
-            started = time.perf_counter()
-            conn.request("POST", "/stripe/webhook", body=payload,
-                         headers={"Stripe-Signature": header, "Content-Type": "application/json"})
-            response = conn.getresponse()
-            response.read()
-            mine.append(time.perf_counter() - started)
-            if response.status != 200:
-                bad.append(response.status)
-        conn.close()
-        with lock:
-            latencies.extend(mine)
-            errors.extend(bad)
-
-    started = time.perf_counter()
-    pool = [threading.Thread(target=worker) for _ in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    return time.perf_counter() - started, latencies, errors
+        figures = {
+            "stripe_events": one("SELECT count(*) FROM stripe_events WHERE outcome = 'applied'"),
+            "ledger topup entries": one("SELECT count(*) FROM ledger_entries WHERE kind = 'topup'"),
+            "distinct credited payment intents": one(
+                "SELECT count(DISTINCT reference) FROM ledger_entries WHERE kind = 'topup'"),
+            "topups rows": one("SELECT count(*) FROM topups"),
+            "receipt notifications": one("SELECT count(*) FROM notifications WHERE kind = 'topup_receipt'"),
+        }
+        for name, value in figures.items():
+            if value != unique:
+                problems.append(f"{name}={value} (expected {unique})")
+        cash = one("SELECT coalesce(sum(cash_balance_cents), 0) FROM users")
+        if cash != unique * AMOUNT_CENTS:
+            problems.append(f"cash_total_cents={cash} (expected {unique * AMOUNT_CENTS})")
+        drift = one(
+            "SELECT count(*) FROM users u WHERE u.cash_balance_cents <> (SELECT coalesce(sum(amount_cents), 0) "
+            "FROM ledger_entries e WHERE e.customer_id = u.id AND e.account = 'cash')")
+        if drift:
+            problems.append(f"{drift} customers whose balance differs from their ledger")
+        unrequested = one(
+            "SELECT count(DISTINCT e.customer_id) FROM ledger_entries e LEFT JOIN settlement_requests r "
+            "ON r.customer_id = e.customer_id WHERE e.kind = 'topup' AND r.customer_id IS NULL")
+        if unrequested:
+            problems.append(f"{unrequested} credited customers without a settlement request")
+    return problems
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--events", type=int, default=6000)
-    parser.add_argument("--threads", type=int, default=16)
-    parser.add_argument("--duplicates", type=float, default=0.2)
+    parser.add_argument("--events", type=int, default=6000, help="deliveries in the timed section")
+    parser.add_argument("--connections", type=int, default=8, help="keep-alive connections, for both loads")
+    parser.add_argument("--duplicates", type=float, default=0.2, help="share of deliveries that are re-deliveries")
+    parser.add_argument("--ceiling-requests", type=int, default=None, help="requests to the ceiling page (default: --events)")
     args = parser.parse_args()
 
-    recreate_database()
+    recreate_database(DATABASE_URL)
+    flush_redis()
     engine = create_engine(DATABASE_URL)
     customers = seed_customers(engine)
-    deliveries, unique = build_deliveries(customers, args.events, args.duplicates)
+    rng = random.Random(7)
+    run = secrets.token_hex(3)
+    unique = round(args.events * (1 - args.duplicates))
+    warmup = build_deliveries(customers, 0, WARMUP_EVENTS, 0, run, rng)
+
     port = free_port()
-    proc = start_gunicorn(port)
+    proc = start_gunicorn("wsgi:app", {
+        "DATABASE_URL": DATABASE_URL, "REDIS_URL": REDIS_URL, "JOBS_MODE": "rq", "SECRET_KEY": "bench",
+        "STRIPE_WEBHOOK_SECRET": SECRET, "STRIPE_API_BASE": "http://127.0.0.1:9", "RATELIMIT_STORAGE_URI": "memory://",
+    }, port)
     try:
+        warm = run_load(port, warmup, args.connections)
+        # signed just before the timed section: well inside the signature's 5-minute tolerance
+        deliveries = build_deliveries(customers, WARMUP_EVENTS, unique, args.events - unique, run, rng)
         cpu_before = process_tree_cpu_seconds(proc.pid)
         generator_before = time.process_time()
-        elapsed, latencies, errors = run_load(port, deliveries, args.threads)
+        load = run_load(port, deliveries, args.connections)
         generator_cpu = time.process_time() - generator_before
         server_cpu = process_tree_cpu_seconds(proc.pid) - cpu_before
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        stop_gunicorn(proc)
+    load1_webhooks = os.getloadavg()[0]
 
-    with engine.connect() as conn:
-        entries = conn.execute(text("SELECT count(*) FROM ledger_entries WHERE kind = 'topup'")).scalar_one()
-        events = conn.execute(text("SELECT count(*) FROM stripe_events")).scalar_one()
-        cash = conn.execute(text("SELECT coalesce(sum(cash_balance_cents), 0) FROM users")).scalar_one()
+    ceiling = measure_ceiling(DATABASE_URL, args.ceiling_requests or args.events, args.connections)
+    problems = check_exactly_once(engine, WARMUP_EVENTS + unique)
     engine.dispose()
-    try:
-        import redis
+    flush_redis()
+    bad = warm.bad_statuses + load.bad_statuses
+    if bad:
+        problems.append(f"{len(bad)} deliveries not answered 200 (e.g. {sorted(set(bad))[:5]})")
 
-        redis.Redis.from_url(REDIS_URL).flushdb()
-    except Exception:
-        pass
-
-    p95 = statistics.quantiles(latencies, n=100)[94] * 1000
+    ratio = load.per_s / ceiling.per_s if ceiling.per_s else 0.0
     duplicates_pct = round(100 * (len(deliveries) - unique) / len(deliveries))
-    print(f"deliveries={len(deliveries)} unique={unique} elapsed_s={elapsed:.1f} non_200={len(errors)}")
-    print(f"applied: ledger_topups={entries} stripe_events={events} cash_total_cents={cash} "
-          f"(expected {unique}, {unique}, {unique * 1000})")
-    print(f"p50_ms={statistics.median(latencies) * 1000:.1f} p95_ms={p95:.1f} "
-          f"applied_per_s={unique / elapsed:.0f}")
-    load1 = os.getloadavg()[0]
-    print(f"app CPU per delivery: {server_cpu / len(deliveries) * 1000:.2f} ms (gunicorn workers only); "
-          f"load average at the end {load1:.1f} on {os.cpu_count()} cores (other processes share them)")
-    print(f"load generator CPU per delivery: {generator_cpu / len(deliveries) * 1000:.2f} ms "
-          f"({args.threads} threads, payloads signed before the timed section)")
-    ok = entries == unique and events == unique and cash == unique * 1000 and not errors
-    print(f"bench webhooks: events_per_s={len(deliveries) / elapsed:.0f} p95_ms={p95:.0f} "
-          f"duplicates={duplicates_pct}%{'' if ok else ' EXACTLY-ONCE CHECK FAILED'}")
-    sys.exit(0 if ok else 1)
+    print(f"deliveries={len(deliveries)} unique={unique} (+{WARMUP_EVENTS} warm-up) elapsed_s={load.elapsed_s:.1f} "
+          f"connections={args.connections}")
+    print(f"webhooks: p50_ms={load.percentile_ms(50):.1f} p95_ms={load.percentile_ms(95):.1f} "
+          f"applied_per_s={unique / load.elapsed_s:.0f}; ceiling: {ceiling.per_s:.0f} req/s "
+          f"p95_ms={ceiling.percentile_ms(95):.1f} ({ceiling.requests} requests)")
+    print(f"app CPU per delivery: {server_cpu / len(deliveries) * 1000:.2f} ms (gunicorn master + workers); "
+          f"load generator {generator_cpu / len(deliveries) * 1000:.2f} ms; load average {load1_webhooks:.1f} "
+          f"after the webhook load, {os.getloadavg()[0]:.1f} at the end, on {os.cpu_count()} cores")
+    print("exactly-once check: " + ("ok" if not problems else "FAILED: " + "; ".join(problems)))
+    print(f"bench webhooks: events_per_s={load.per_s:.0f} ceiling_rps={ceiling.per_s:.0f} ratio={ratio:.2f} "
+          f"p95_ms={load.percentile_ms(95):.0f} duplicates={duplicates_pct}%"
+          f"{'' if not problems else ' EXACTLY-ONCE CHECK FAILED'}")
+    sys.exit(0 if not problems else 1)
 
 
 if __name__ == "__main__":

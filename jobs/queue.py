@@ -2,6 +2,12 @@
 
 Enqueueing never raises into the caller: a request that already committed money must succeed even
 when Redis is down (the outbox sweeps cover what is lost). Job functions take ids, never ORM objects.
+
+Three queues, listed to every worker in this order (RQ takes the first non-empty one, so the order is
+the priority): `paydesk-recovery` (the settlement sweep: recovery never waits behind a backlog),
+`paydesk-settlement` (one job per settlement request) and `paydesk` (everything else). Jobs of the
+first two run inside the worker process (no fork per job, `jobs.worker.PaydeskWorker`); the rest
+run in a forked work-horse.
 """
 
 import logging
@@ -14,6 +20,10 @@ from rq import Queue
 
 log = logging.getLogger(__name__)
 QUEUE_NAME = "paydesk"
+SETTLEMENT_QUEUE = "paydesk-settlement"
+RECOVERY_QUEUE = "paydesk-recovery"
+WORKER_QUEUES = (RECOVERY_QUEUE, SETTLEMENT_QUEUE, QUEUE_NAME)  # what every worker listens to, in this order
+IN_PROCESS_QUEUES = frozenset({RECOVERY_QUEUE, SETTLEMENT_QUEUE})  # short jobs run without a fork
 _inline_executor: ThreadPoolExecutor | None = None
 _inline_lock = threading.Lock()
 _redis_clients: dict[str, Redis] = {}
@@ -32,8 +42,8 @@ def redis_connection() -> Redis:
     return _redis_clients[url]
 
 
-def get_queue() -> Queue:
-    return Queue(QUEUE_NAME, connection=redis_connection())
+def get_queue(name: str = QUEUE_NAME) -> Queue:
+    return Queue(name, connection=redis_connection())
 
 
 def _inline(func, *args, **kwargs) -> None:
@@ -56,13 +66,13 @@ def _inline(func, *args, **kwargs) -> None:
     _inline_executor.submit(run)
 
 
-def enqueue(func, *args, job_id: str | None = None, **options) -> bool:
-    """Enqueue `func(*args)`. Returns False (and logs) when the queue cannot be reached."""
+def enqueue(func, *args, job_id: str | None = None, queue_name: str = QUEUE_NAME, **options) -> bool:
+    """Enqueue `func(*args)` on `queue_name`. Returns False (and logs) when the queue cannot be reached."""
     if _config("JOBS_MODE") == "inline":
         _inline(func, *args)
         return True
     try:
-        get_queue().enqueue(func, *args, job_id=job_id, **options)
+        get_queue(queue_name).enqueue(func, *args, job_id=job_id, **options)
         return True
     except Exception:
         log.warning("could not enqueue %s%r; a periodic sweep will catch up", func.__name__, args, exc_info=True)
@@ -72,4 +82,10 @@ def enqueue(func, *args, job_id: str | None = None, **options) -> bool:
 def enqueue_settlement(customer_id: int) -> bool:
     from jobs.settlement import settle_customer_job
 
-    return enqueue(settle_customer_job, customer_id)
+    return enqueue(settle_customer_job, customer_id, queue_name=SETTLEMENT_QUEUE)
+
+
+def enqueue_settlement_sweep() -> bool:
+    from jobs.settlement import sweep_settlement_requests
+
+    return enqueue(sweep_settlement_requests, queue_name=RECOVERY_QUEUE)

@@ -1,6 +1,10 @@
 """Periodic jobs, in one place.
 
-Production: `rq cron jobs/cron_config.py` enqueues them (and `rq worker` runs them).
+Production: `rq cron jobs/cron_config.py` enqueues them, each on its queue (and `rq worker` runs
+them). The settlement sweep runs every 5 s on the recovery queue, which workers take first: after a
+worker is killed, whatever it left (a lost job, a charge left `pending`) is settled within seconds of
+a worker being free, never behind a backlog of per-customer jobs; its queue TTL drops sweeps that
+waited longer than two intervals for a worker (a newer one is queued anyway).
 Embedded default: `start_inline_scheduler(app)` runs them in a background thread.
 Every periodic job is safe to run at any frequency and concurrently with itself.
 """
@@ -11,6 +15,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from jobs.queue import QUEUE_NAME, RECOVERY_QUEUE
+
 log = logging.getLogger(__name__)
 
 
@@ -20,6 +26,8 @@ class Periodic:
     func_path: str  # "module.function"
     interval: int | None = None  # seconds
     cron: str | None = None  # UTC cron expression
+    queue: str = QUEUE_NAME
+    ttl: int | None = None  # seconds a run may wait in its queue before it is dropped
 
     def resolve(self):
         module, _, name = self.func_path.rpartition(".")
@@ -27,7 +35,8 @@ class Periodic:
 
 
 PERIODIC = [
-    Periodic("settlement-sweep", "jobs.settlement.sweep_settlement_requests", interval=60),
+    Periodic("settlement-sweep", "jobs.settlement.sweep_settlement_requests", interval=5,
+             queue=RECOVERY_QUEUE, ttl=10),
     Periodic("card-topups-redrive", "jobs.topups.redrive_card_topups", interval=60),
     Periodic("stripe-events-reconcile", "jobs.stripe_events.reconcile_stripe_events", interval=300),
     Periodic("monthly-invoices", "jobs.invoicing.issue_monthly_invoices", cron="5 0 1 * *"),

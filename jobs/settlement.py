@@ -9,22 +9,27 @@ None of that loses anything, because:
 
 - `settle_customer_job` only clears the outbox row when its settlement completed and nobody asked
   again meanwhile (generation unchanged), so a killed or failed job leaves the row in place;
-- `sweep_settlement_requests` (periodic, jobs/schedule.py, every 60 s) settles every customer whose
-  row is older than a few seconds (younger rows are normally being handled by their own job right
-  now), and every customer with a card attempt left `pending`/`unknown` (a worker died between
-  "attempt recorded" and "outcome recorded", or Stripe timed out). The engine re-sends such
-  attempts with the SAME idempotency key, so a re-drive never charges twice;
+- `sweep_settlement_requests` (periodic, jobs/schedule.py, every 5 s, on its own `paydesk-recovery`
+  queue, which every worker takes before the per-customer jobs: recovery never waits behind a
+  backlog) settles every customer whose row is older than a few seconds (younger rows are normally
+  being handled by their own job right now), every customer with a card attempt left `pending`
+  (a worker died between "attempt recorded" and "outcome recorded": a charge still in flight holds
+  the customer's lock and is skipped) and, backing off, `unknown` (Stripe timed out). The engine
+  re-sends such attempts with the SAME idempotency key, so a re-drive never charges twice;
 - the sweep uses `wait=False`: a customer whose settlement is running elsewhere is skipped (that run
-  sees the request), so any number of sweeps and jobs may run concurrently;
+  sees the request), so any number of sweeps and jobs may run concurrently; one sweep at a time
+  does the work (a second one finds the sweep lock taken and returns at once, so sweeps enqueued
+  while no worker was free cost nothing);
 - all of it is idempotent: settling a customer with nothing to do changes nothing.
 """
 
 import logging
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from app.billing.settlement import (
+    SETTLEMENT_LOCK_CLASS,
     customers_with_unresolved_attempts,
     lock_connection,
     settle_balances_bulk,
@@ -35,8 +40,11 @@ from app.models.base import utcnow
 from jobs.runtime import job_session
 
 log = logging.getLogger(__name__)
-SWEEP_MIN_AGE = timedelta(seconds=5)
+SWEEP_MIN_AGE = timedelta(seconds=5)  # a request younger than this is normally being settled by its own job
+PENDING_ATTEMPT_MIN_AGE = timedelta(seconds=2)  # a live charge holds the lock; this only spares the try
+UNKNOWN_ATTEMPT_MIN_AGE = timedelta(seconds=30)  # the provider did not answer: do not hammer it
 SWEEP_BATCH = 1000
+SWEEP_LOCK = (SETTLEMENT_LOCK_CLASS + 1, 0)  # one sweep at a time (key space next to the customers')
 
 
 def settle_customer_job(customer_id: int) -> dict:
@@ -66,31 +74,43 @@ def settle_customers_job(customer_ids: list[int]) -> int:
 
 def sweep_settlement_requests(min_age_seconds: float | None = None, limit: int = SWEEP_BATCH) -> int:
     """Settle every customer with a waiting request older than `min_age_seconds` (default 5 s) or
-    an unresolved card attempt. Safe at any frequency and concurrently with itself and the jobs.
-    Returns the number of customers settled."""
-    min_age = SWEEP_MIN_AGE if min_age_seconds is None else timedelta(seconds=min_age_seconds)
+    an unresolved card attempt (`pending` after 2 s or `min_age_seconds`, `unknown` after 30 s).
+    Safe at any frequency and concurrently with itself and the jobs. Returns the number of
+    customers settled (0 when another sweep is running)."""
+    if min_age_seconds is None:
+        min_age, pending_age, unknown_age = SWEEP_MIN_AGE, PENDING_ATTEMPT_MIN_AGE, UNKNOWN_ATTEMPT_MIN_AGE
+    else:
+        min_age = pending_age = unknown_age = timedelta(seconds=min_age_seconds)
     settled = 0
-    with job_session() as session:
-        cutoff = utcnow() - min_age
-        customer_ids = list(
-            session.scalars(
-                select(SettlementRequest.customer_id)
-                .where(SettlementRequest.requested_at <= cutoff)
-                .order_by(SettlementRequest.requested_at)
-                .limit(limit)
+    with job_session() as session, lock_connection(session) as lock_conn:
+        if lock_conn is not None and not lock_conn.execute(
+            text("SELECT pg_try_advisory_lock(:k, :c)"), {"k": SWEEP_LOCK[0], "c": SWEEP_LOCK[1]}
+        ).scalar_one():
+            return 0
+        try:
+            cutoff = utcnow() - min_age
+            customer_ids = list(
+                session.scalars(
+                    select(SettlementRequest.customer_id)
+                    .where(SettlementRequest.requested_at <= cutoff)
+                    .order_by(SettlementRequest.requested_at)
+                    .limit(limit)
+                )
             )
-        )
-        for customer_id in customers_with_unresolved_attempts(session, min_age, limit):
-            if customer_id not in customer_ids:
-                customer_ids.append(customer_id)
-        session.rollback()
-        for customer_id in customer_ids:
-            try:
-                report = settle_customer(session, customer_id, wait=False)
-            except Exception:
-                log.exception("sweep: settling customer %s failed; next sweep retries", customer_id)
-                continue
-            settled += 0 if report.busy else 1
+            unresolved = customers_with_unresolved_attempts(session, pending_age, limit, unknown_older_than=unknown_age)
+            # a charge left pending by a killed worker first: it is what blocks that customer
+            customer_ids = unresolved + [c for c in customer_ids if c not in set(unresolved)]
+            session.rollback()
+            for customer_id in customer_ids:
+                try:
+                    report = settle_customer(session, customer_id, wait=False)
+                except Exception:
+                    log.exception("sweep: settling customer %s failed; next sweep retries", customer_id)
+                    continue
+                settled += 0 if report.busy else 1
+        finally:
+            if lock_conn is not None:
+                lock_conn.execute(text("SELECT pg_advisory_unlock(:k, :c)"), {"k": SWEEP_LOCK[0], "c": SWEEP_LOCK[1]})
     if settled:
         log.info("settlement sweep: settled %d customer(s)", settled)
     return settled

@@ -1,12 +1,21 @@
-"""`rq worker -w jobs.worker.PaydeskWorker`: the worker class production and tests run.
+"""`rq worker -w jobs.worker.PaydeskWorker paydesk-recovery paydesk-settlement paydesk`: the worker
+class production and tests run.
 
 RQ's default worker forks a fresh work-horse per job. Without help, every horse would import the
 application and build the Flask app again (about two seconds here: reportlab, the Stripe SDK,
 templates). This class builds the app once in the parent, so horses start warm; each horse then
 drops the database connections it inherited, as SQLAlchemy requires after fork().
+
+Settlement jobs (the `paydesk-settlement` and `paydesk-recovery` queues, `jobs.queue.IN_PROCESS_QUEUES`)
+are not worth a fork: a few milliseconds of SQL each, where the fork and its bookkeeping cost more
+than the work. They run in the worker process itself, like RQ's SimpleWorker (same job timeout, by
+SIGALRM). Nothing about their safety rests on the fork: a settlement killed mid-run loses nothing
+(its transaction rolls back, its advisory lock dies with its connection, the outbox row stays for
+the sweep), whether the process killed is a horse or the worker.
 """
 
-from rq.worker import Worker
+from rq.defaults import DEFAULT_WORKER_TTL
+from rq.worker import Worker, WorkerStatus
 
 
 class PaydeskWorker(Worker):
@@ -15,6 +24,25 @@ class PaydeskWorker(Worker):
         from jobs.runtime import warm_up
 
         warm_up()
+
+    def execute_job(self, job, queue):
+        from jobs.queue import IN_PROCESS_QUEUES
+
+        if queue.name not in IN_PROCESS_QUEUES:
+            super().execute_job(job, queue)
+            return
+        # SimpleWorker.execute_job: perform the job here, without a work-horse
+        execution = self.prepare_execution(job)
+        self.perform_job(job, queue, execution)
+        self.set_state(WorkerStatus.IDLE)
+
+    def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
+        """An in-process job cannot heartbeat while it runs: keep the worker alive for its whole timeout."""
+        from jobs.queue import IN_PROCESS_QUEUES
+
+        if job.origin in IN_PROCESS_QUEUES:
+            return DEFAULT_WORKER_TTL if job.timeout == -1 else int(job.timeout or DEFAULT_WORKER_TTL) + 60
+        return super().get_heartbeat_ttl(job, working_time)
 
     def main_work_horse(self, job, queue):
         from jobs.runtime import after_fork

@@ -306,19 +306,33 @@ def quiet_stripe(app, stripe_emulator):
 
 # -------------------------------------------------------------------- worker ---
 class Worker:
-    """Runs real `rq worker` processes against the test Redis and database."""
+    """Runs real `rq worker` processes against the test Redis and database: the production command
+    (README "Production processes"), listening to every queue in the production order."""
 
     def __init__(self, env: dict):
         self.env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
+        self._track = lambda proc: None
 
     def command(self, burst: bool = True) -> list[str]:
+        from jobs.queue import WORKER_QUEUES
+
         cmd = [
             str(Path(sys.executable).with_name("rq")), "worker", "--url", self.env["REDIS_URL"], "--path", str(ROOT),
             "--worker-class", "jobs.worker.PaydeskWorker",
         ]
         if burst:
             cmd.append("--burst")
-        return cmd + ["paydesk"]
+        return cmd + list(WORKER_QUEUES)
+
+    def start_cron(self) -> subprocess.Popen:
+        """The production scheduler (`rq cron jobs/cron_config.py`), in its own process group."""
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("rq")), "cron", "--url", self.env["REDIS_URL"], "--path", str(ROOT),
+             str(ROOT / "jobs" / "cron_config.py")],
+            env=self.env, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        self._track(proc)
+        return proc
 
     def run_burst(self, timeout: float = 120) -> subprocess.CompletedProcess:
         """Process everything queued, then exit."""
@@ -356,6 +370,7 @@ def worker(app, test_env) -> Iterator[Worker]:
         return proc
 
     w.start = tracked_start
+    w._track = procs.append
     yield w
     for proc in procs:
         Worker.kill(proc)

@@ -5,9 +5,14 @@ invoices as possible). Each invoice is paid from 1. the voucher balance, 2. the 
 3. the default card, 4. the other usable cards (newest first) when a card declines.
 
 Guarantees and how they hold:
-- One settlement per customer at a time: a PostgreSQL session-level advisory lock on a dedicated
-  connection is held for the whole run (the database drops it if the worker dies); on SQLite a
-  per-process lock (the embedded default runs jobs on one in-process thread).
+- One settlement per customer at a time: a PostgreSQL advisory lock (one key space, so both forms
+  exclude each other; the database drops it if the worker dies). The usual run — funds arrived and
+  the balances pay what is due, no card involved — is ONE transaction holding the
+  transaction-level lock (`pg_advisory_xact_lock`): lock, read the request, pay, clear the request,
+  commit. Anything else (a card to charge, an attempt to re-drive, nothing to pay with) falls back
+  to the full engine below under a session-level lock on a dedicated connection, held across the
+  transactions around each Stripe call. On SQLite a per-process lock (the embedded default runs
+  jobs on one in-process thread).
 - Balances: the voucher/cash part runs in one transaction that locks the user row and the invoices
   (`FOR UPDATE`). Each balance payment is a negative ledger entry whose idempotency key is derived
   from the invoice and what it had been paid before, plus an `InvoicePayment` — a re-run cannot pay
@@ -31,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlalchemy import Connection, delete, func, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from app.billing import notifications
@@ -148,6 +153,9 @@ def settle_customer(
     report = SettlementReport(customer_id)
     session.rollback()
     try:
+        if lock_conn is None and session.get_bind().dialect.name == "postgresql":
+            if _settle_in_one_transaction(session, customer_id, report, wait, only_if_requested):
+                return report
         with customer_settlement_lock(session, customer_id, wait=wait, conn=lock_conn) as acquired:
             if not acquired:
                 report.busy = True
@@ -159,6 +167,60 @@ def settle_customer(
         session.rollback()
         raise
     return report
+
+
+# lock_timeout is set for this transaction only (set_config(..., true)) before the lock is waited for
+_XACT_LOCK = text("SELECT set_config('lock_timeout', :timeout, true), pg_advisory_xact_lock(:k, :c)")
+_XACT_TRY_LOCK = text("SELECT pg_try_advisory_xact_lock(:k, :c)")
+# read in its own statement, i.e. with a snapshot taken AFTER the lock was granted
+_REQUEST_STATE = text(
+    "SELECT (SELECT generation FROM settlement_requests WHERE customer_id = :c), "
+    "EXISTS (SELECT 1 FROM charge_attempts WHERE customer_id = :c AND status IN ('pending', 'unknown'))"
+)
+_LOCK_NOT_AVAILABLE = "55P03"
+
+
+def _settle_in_one_transaction(
+    session: Session, customer_id: int, report: SettlementReport, wait: bool, only_if_requested: bool
+) -> bool:
+    """PostgreSQL: the balance-only settlement as one transaction under the customer's
+    transaction-level advisory lock (same key as the session-level one). Returns True when the
+    report is final, False when the full engine must run (an unresolved card attempt, or something
+    left to pay that the balances cannot: cards, or nothing to pay with). What it paid is committed
+    either way; the full engine then finds it paid."""
+    params = {"k": SETTLEMENT_LOCK_CLASS, "c": customer_id}
+    while report.rounds < MAX_ROUNDS:
+        try:
+            if wait:
+                session.execute(_XACT_LOCK, {**params, "timeout": f"{LOCK_WAIT_SECONDS}s"})
+            elif not session.execute(_XACT_TRY_LOCK, params).scalar_one():
+                session.rollback()
+                report.busy = True
+                return True
+        except OperationalError as exc:
+            session.rollback()
+            if getattr(exc.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
+                raise
+            report.busy = True
+            return True
+        generation, unresolved = session.execute(_REQUEST_STATE, params).one()
+        if unresolved:
+            session.rollback()
+            return False
+        if only_if_requested and generation is None and report.rounds == 0:
+            session.rollback()
+            return True
+        report.rounds += 1
+        nothing_left, cleared = _pay_from_balances(session, customer_id, set(), report, generation)  # commits
+        if cleared:
+            report.request_cleared = True
+            return True
+        if not nothing_left:
+            return False
+        if generation is None:
+            return True
+        # everything is paid but the request was not cleared: asked again meanwhile, go round
+    return True
 
 
 def _settle_rounds(session: Session, customer_id: int, report: SettlementReport, only_if_requested: bool) -> None:
@@ -479,12 +541,23 @@ def _redrive_unresolved_attempts(session: Session, customer_id: int, report: Set
     return blocked
 
 
-def customers_with_unresolved_attempts(session: Session, older_than: timedelta, limit: int = 500) -> list[int]:
-    cutoff = utcnow() - older_than
+def customers_with_unresolved_attempts(
+    session: Session, older_than: timedelta, limit: int = 500, *, unknown_older_than: timedelta | None = None
+) -> list[int]:
+    """Customers with a `pending` attempt unchanged for `older_than` (its worker died between
+    recording it and recording the outcome: a running one holds the customer's lock and is skipped)
+    or an `unknown` one unchanged for `unknown_older_than` (default the same; longer backs off from a
+    provider that is not answering)."""
+    now = utcnow()
+    pending_cutoff = now - older_than
+    unknown_cutoff = now - (older_than if unknown_older_than is None else unknown_older_than)
     return list(
         session.scalars(
             select(ChargeAttempt.customer_id)
-            .where(ChargeAttempt.status.in_(UNRESOLVED), ChargeAttempt.updated_at <= cutoff)
+            .where(
+                ((ChargeAttempt.status == "pending") & (ChargeAttempt.updated_at <= pending_cutoff))
+                | ((ChargeAttempt.status == "unknown") & (ChargeAttempt.updated_at <= unknown_cutoff))
+            )
             .group_by(ChargeAttempt.customer_id)
             .order_by(func.min(ChargeAttempt.id))
             .limit(limit)

@@ -13,11 +13,12 @@ pytestmark = pytest.mark.browser
 
 def _ready(session, worker):
     """Nothing waiting from the arrangement: only "Pay now" asks for settlement."""
-    from jobs.queue import get_queue
+    from jobs.queue import WORKER_QUEUES, get_queue
 
     session.query(SettlementRequest).delete()
     session.commit()
-    get_queue().empty()
+    for name in WORKER_QUEUES:
+        get_queue(name).empty()
     worker.start()
 
 

@@ -126,6 +126,6 @@ def platform_receiver(app, worker):
 
 
 def queued_jobs(app) -> int:
-    from jobs.queue import get_queue
+    from jobs.queue import WORKER_QUEUES, get_queue
 
-    return get_queue().count
+    return sum(get_queue(name).count for name in WORKER_QUEUES)

@@ -108,13 +108,13 @@ def test_twenty_concurrent_settlements_without_cards_pay_each_invoice_at_most_on
 def test_a_topup_while_redis_is_down_is_settled_later_by_the_sweep(app, session, factory, worker):
     """The app points at a Redis port nothing listens on: the request succeeds, nothing is
     enqueued, and the sweep (run by a real worker once Redis is back) settles the invoice."""
-    from jobs.queue import enqueue, get_queue
-    from jobs.settlement import sweep_settlement_requests
+    from jobs.queue import WORKER_QUEUES, enqueue_settlement_sweep, get_queue
     from tests.conftest import free_port
 
     customer = factory.customer()
     invoice = make_invoice(session, customer.id, 900)
-    get_queue().empty()
+    for name in WORKER_QUEUES:
+        get_queue(name).empty()
     original = app.config["REDIS_URL"]
     app.config["REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"
     try:
@@ -125,7 +125,7 @@ def test_a_topup_while_redis_is_down_is_settled_later_by_the_sweep(app, session,
         session.commit()
     finally:
         app.config["REDIS_URL"] = original
-    assert get_queue().count == 0
+    assert sum(get_queue(name).count for name in WORKER_QUEUES) == 0
     session.expire_all()
     assert session.get(Invoice, invoice.id).state == "open"
     request = session.get(SettlementRequest, customer.id)
@@ -133,7 +133,7 @@ def test_a_topup_while_redis_is_down_is_settled_later_by_the_sweep(app, session,
     request.requested_at = utcnow() - timedelta(seconds=30)
     session.commit()
 
-    assert enqueue(sweep_settlement_requests)
+    assert enqueue_settlement_sweep()
     worker.run_burst()
 
     session.expire_all()

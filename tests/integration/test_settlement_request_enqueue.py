@@ -10,13 +10,13 @@ from app.billing.settlement import settle_customer
 from app.billing.settlement_requests import ENQUEUE_COALESCE_SECONDS, request_settlement
 from app.models import SettlementRequest
 from app.models.base import utcnow
-from jobs.queue import get_queue
+from jobs.queue import SETTLEMENT_QUEUE, get_queue
 
 pytestmark = pytest.mark.integration
 
 
 def queued_customers() -> list[int]:
-    return [job.args[0] for job in get_queue().get_jobs()]
+    return [job.args[0] for job in get_queue(SETTLEMENT_QUEUE).get_jobs()]
 
 
 def request(session, customer_id: int) -> None:
@@ -31,7 +31,7 @@ def row(session, customer_id: int) -> SettlementRequest | None:
 
 def test_the_first_request_enqueues_and_a_second_one_while_it_waits_only_moves_the_generation(session, factory):
     customer = factory.customer()
-    get_queue().empty()
+    get_queue(SETTLEMENT_QUEUE).empty()
 
     request(session, customer.id)
     first = row(session, customer.id)
@@ -48,7 +48,7 @@ def test_the_first_request_enqueues_and_a_second_one_while_it_waits_only_moves_t
 
 def test_a_request_after_the_coalescing_window_enqueues_again(session, factory):
     customer = factory.customer()
-    get_queue().empty()
+    get_queue(SETTLEMENT_QUEUE).empty()
     request(session, customer.id)
     long_ago = utcnow() - timedelta(seconds=ENQUEUE_COALESCE_SECONDS + 1)
     session.execute(update(SettlementRequest).values(enqueued_at=long_ago))
@@ -62,7 +62,7 @@ def test_a_request_after_the_coalescing_window_enqueues_again(session, factory):
 
 def test_a_request_after_the_job_cleared_the_row_enqueues_again(session, factory):
     customer = factory.customer()
-    get_queue().empty()
+    get_queue(SETTLEMENT_QUEUE).empty()
     request(session, customer.id)
     report = settle_customer(session, customer.id, only_if_requested=True)
     assert report.request_cleared and row(session, customer.id) is None
@@ -75,7 +75,7 @@ def test_a_request_after_the_job_cleared_the_row_enqueues_again(session, factory
 
 def test_a_rolled_back_request_enqueues_nothing_and_claims_nothing(session, factory):
     customer = factory.customer()
-    get_queue().empty()
+    get_queue(SETTLEMENT_QUEUE).empty()
     request_settlement(session, customer.id)
     session.rollback()
     assert queued_customers() == []
@@ -87,7 +87,7 @@ def test_a_rolled_back_request_enqueues_nothing_and_claims_nothing(session, fact
 
 def test_requests_for_different_customers_each_enqueue(session, factory):
     one, two = factory.customer(), factory.customer()
-    get_queue().empty()
+    get_queue(SETTLEMENT_QUEUE).empty()
     request_settlement(session, one.id)
     request_settlement(session, two.id)
     request_settlement(session, one.id)

@@ -238,27 +238,42 @@ class DunningSummary:
 def dunning_summary(session: Session, customer_id: int, now: datetime | None = None) -> DunningSummary:
     now = now or utcnow()
     invoices = unpaid_invoices(session, customer_id)
-    deletion_at = deletion_due_at(session, customer_id, invoices)
+    account = session.get(DunningAccount, customer_id) if invoices else None
     marked = session.scalar(
         select(func.count(Deployment.id)).where(
             Deployment.customer_id == customer_id, Deployment.marked_for_deletion_at.is_not(None),
             Deployment.state.notin_(("deleted", "failed")),
         )
     ) or 0
-    runway = voucher_runway(session, customer_id, now)
+    return summary_from(
+        unpaid=invoices, grace_extended_until=account.grace_extended_until if account else None,
+        marked_for_deletion=int(marked), runway=voucher_runway(session, customer_id, now), now=now,
+    )
+
+
+def summary_from(*, unpaid: list[Invoice], grace_extended_until: datetime | None, marked_for_deletion: int,
+                 runway: Runway | None, now: datetime) -> DunningSummary:
+    """The rule of `dunning_summary` from its inputs (for read models that load them in one query):
+    `unpaid` as `unpaid_invoices` returns them (oldest first), `runway` as `voucher_runway` does."""
+    deletion_at = deletion_due_from(_issued(unpaid[0]), grace_extended_until) if unpaid else None
     if runway is not None and not runway_is_short(runway, now):
         runway = None
-    overdue = [inv for inv in invoices if is_overdue(inv, now)]
+    overdue = [inv for inv in unpaid if is_overdue(inv, now)]
     return DunningSummary(
-        debt_cents=sum(inv.amount_due_cents for inv in invoices),
-        unpaid_count=len(invoices),
-        oldest_unpaid=invoices[0] if invoices else None,
+        debt_cents=sum(inv.amount_due_cents for inv in unpaid),
+        unpaid_count=len(unpaid),
+        oldest_unpaid=unpaid[0] if unpaid else None,
         oldest_overdue=overdue[0] if overdue else None,
         deletion_at=deletion_at,
         deletion_warning=deletion_at is not None and now >= deletion_at - deletion_warning_period(),
-        marked_for_deletion=int(marked),
+        marked_for_deletion=marked_for_deletion,
         runway=runway,
     )
+
+
+def runway_tax_rate(country: str | None, vat_id: str | None) -> Decimal:
+    """The tax rate the voucher runway burns at (the buyer's treatment, reverse charge included)."""
+    return _tax_rate(country, vat_id)
 
 
 @dataclass(frozen=True)

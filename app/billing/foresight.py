@@ -9,19 +9,22 @@ line, and tax is computed on the projected subtotal and rounded once like an inv
 is `app.billing.dunning.runway_from`, the rule behind the voucher runway warning, fed with the
 same inputs; the deletion date it names is the dunning one.
 
-Queries: one row for the account (balances, debt, oldest unpaid invoice, grace extension, limits,
-whether a usable card exists), one for the deployments with their billed seconds, one for their
-events, and (only for customers who ever deployed) one for the price-change notices they were sent.
+Queries: one for the account summary (the customer row with its balances, one row per open
+invoice for the debt and the oldest unpaid one, the grace extension, the limits, whether a usable
+card exists, deployments marked for deletion, whether they ever deployed and whether a price notice
+they were sent is still ahead), one for the deployments with their billed seconds and their events
+(only for customers who ever deployed), and one for the price-change notices (only when one is ahead).
 """
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import lru_cache
 
 from babel.numbers import format_decimal
 from flask import current_app
-from sqlalchemy import exists, func, select
+from sqlalchemy import Integer, bindparam, exists, func, select
 from sqlalchemy.orm import Session
 
 from app.billing.dunning import Runway, deletion_due_from, runway_from
@@ -29,7 +32,6 @@ from app.billing.money import _locale, minor_unit_factor, tax_cents, to_decimal,
 from app.billing.price_notices import upcoming_price_notices
 from app.billing.usage import (
     ACTIVE_STATES,
-    events_by_deployment,
     period_bounds,
     period_of,
     running_seconds,
@@ -37,10 +39,10 @@ from app.billing.usage import (
     unbilled_seconds,
 )
 from app.models import Card, Invoice, User
-from app.models.base import utcnow
+from app.models.base import UTCDateTime, utcnow
 from app.models.dunning import DunningAccount
-from app.models.foresight import ALERT_THRESHOLDS, SpendingLimit
-from app.models.usage import Deployment, UsageCharge
+from app.models.foresight import ALERT_THRESHOLDS, PriceChangeNotice, SpendingLimit
+from app.models.usage import Deployment, DeploymentEvent, PlanPrice, UsageCharge
 
 SECONDS_PER_HOUR = 3600
 
@@ -145,6 +147,8 @@ class Forecast:
     spending: SpendingStatus | None
     customer_limit_cents: int | None = None  # the customer's own limit (the form shows it)
     price_notices: list = field(default_factory=list)  # app.billing.price_notices.UpcomingPrice
+    # the runway's input: usage not invoiced yet less time already invoiced ahead (dunning's figure)
+    unbilled_cents: int = 0
 
     @property
     def so_far_hours(self) -> str:
@@ -190,30 +194,76 @@ class _Account:
     customer_limit_cents: int | None
     admin_ceiling_cents: int | None
     has_usable_card: bool
+    # the rest of the account summary (the dashboard's figures and dunning panel read them too)
+    open_invoices: tuple[Invoice, ...] = ()  # state open, oldest first (issued_at, id)
+    marked_for_deletion: int = 0  # deployments marked and not deleted or failed yet
+    has_deployments: bool = False
+    has_upcoming_price_notices: bool = False
+
+    @property
+    def unpaid_invoices(self) -> list[Invoice]:
+        """Open invoices with an amount due, oldest first (what `dunning.unpaid_invoices` returns)."""
+        return [invoice for invoice in self.open_invoices if invoice.total_cents > invoice.paid_cents]
+
+
+@lru_cache(maxsize=1)
+def _account_statement():
+    """The account summary (see `_load_account`), built once; bound: customer id, the current
+    month as year * 100 + month (cards), now (price notices)."""
+    customer_id = bindparam("customer_id", type_=Integer)
+    card = exists().where(
+        Card.customer_id == User.id, Card.removed_at.is_(None),
+        Card.exp_year * 100 + Card.exp_month >= bindparam("year_month", type_=Integer),
+    )
+    marked = (
+        select(func.count(Deployment.id))
+        .where(Deployment.customer_id == User.id, Deployment.marked_for_deletion_at.is_not(None),
+               Deployment.state.notin_(("deleted", "failed")))
+        .scalar_subquery()
+    )
+    deployed = exists().where(Deployment.customer_id == User.id)
+    notices = exists().where(PriceChangeNotice.customer_id == User.id, PlanPrice.id == PriceChangeNotice.plan_price_id,
+                             PlanPrice.effective_at > bindparam("now", type_=UTCDateTime))
+    return (
+        select(User, Invoice, DunningAccount.grace_extended_until, SpendingLimit.customer_limit_cents,
+               SpendingLimit.admin_ceiling_cents, card, marked, deployed, notices)
+        .outerjoin(DunningAccount, DunningAccount.customer_id == User.id)
+        .outerjoin(SpendingLimit, SpendingLimit.customer_id == User.id)
+        .outerjoin(Invoice, (Invoice.customer_id == User.id) & (Invoice.state == "open"))
+        .where(User.id == customer_id)
+        .order_by(Invoice.issued_at, Invoice.id)
+        # the figures are the database's, even for rows this session loaded before (balances and
+        # invoices are moved by UPDATE statements that leave loaded objects alone)
+        .execution_options(populate_existing=True)
+    )
 
 
 def _load_account(session: Session, customer_id: int, now: datetime) -> _Account:
-    unpaid = (Invoice.customer_id == User.id) & (Invoice.state == "open") & (Invoice.total_cents > Invoice.paid_cents)
-    debt = select(func.coalesce(func.sum(Invoice.total_cents - Invoice.paid_cents), 0)).where(unpaid)
-    oldest = select(func.min(func.coalesce(Invoice.issued_at, Invoice.created_at))).where(unpaid)
-    card = exists().where(
-        Card.customer_id == User.id, Card.removed_at.is_(None),
-        Card.exp_year * 100 + Card.exp_month >= now.year * 100 + now.month,
-    )
-    row = session.execute(
-        select(User, debt.scalar_subquery(), oldest.scalar_subquery(), DunningAccount.grace_extended_until,
-               SpendingLimit.customer_limit_cents, SpendingLimit.admin_ceiling_cents, card)
-        .outerjoin(DunningAccount, DunningAccount.customer_id == User.id)
-        .outerjoin(SpendingLimit, SpendingLimit.customer_id == User.id)
-        .where(User.id == customer_id)
-    ).one_or_none()
-    if row is None:
+    """The account summary in one query: the customer row, their open invoices (one row each, or
+    one row with no invoice), the grace extension, the spending limits, whether a usable card
+    exists, how many deployments are marked for deletion, whether they ever deployed and whether
+    a price notice they were sent is still ahead."""
+    rows = session.execute(
+        _account_statement(), {"customer_id": customer_id, "year_month": now.year * 100 + now.month, "now": now}
+    ).all()
+    if not rows:
         raise UnknownCustomer(customer_id)
-    customer, debt_cents, oldest_at, grace, own_limit, ceiling, has_card = row
-    return _Account(customer, int(debt_cents or 0), oldest_at, grace, own_limit, ceiling, bool(has_card))
+    customer, _, grace, own_limit, ceiling, has_card, marked_count, has_deployments, has_notices = rows[0]
+    open_invoices = tuple(invoice for _, invoice, *_rest in rows if invoice is not None)
+    unpaid = [invoice for invoice in open_invoices if invoice.total_cents > invoice.paid_cents]
+    oldest = min((invoice.issued_at or invoice.created_at for invoice in unpaid), default=None)
+    return _Account(
+        customer, sum(invoice.amount_due_cents for invoice in unpaid), oldest, grace, own_limit, ceiling, bool(has_card),
+        open_invoices=open_invoices, marked_for_deletion=int(marked_count or 0), has_deployments=bool(has_deployments),
+        has_upcoming_price_notices=bool(has_notices),
+    )
 
 
-def _load_deployments(session: Session, customer_id: int):
+@lru_cache(maxsize=1)
+def _deployments_statement():
+    """The customer's deployments with their billed seconds and one row per lifecycle event, built
+    once; bound: customer id."""
+    customer_id = bindparam("customer_id", type_=Integer)
     billed = (
         select(UsageCharge.deployment_id, func.sum(UsageCharge.seconds).label("seconds"))
         .join(Deployment, Deployment.id == UsageCharge.deployment_id)
@@ -221,15 +271,30 @@ def _load_deployments(session: Session, customer_id: int):
         .group_by(UsageCharge.deployment_id)
         .subquery()
     )
-    rows = session.execute(
-        select(Deployment, billed.c.seconds)
+    return (
+        select(Deployment, billed.c.seconds, DeploymentEvent.kind, DeploymentEvent.occurred_at)
         .outerjoin(billed, billed.c.deployment_id == Deployment.id)
+        .outerjoin(DeploymentEvent, DeploymentEvent.deployment_id == Deployment.id)
         .where(Deployment.customer_id == customer_id)
-        .order_by(Deployment.id)
-    ).all()
-    deployments = [deployment for deployment, _ in rows]
-    billed_by_id = {deployment.id: int(seconds) for deployment, seconds in rows if seconds}
-    return deployments, billed_by_id
+        .order_by(Deployment.id, DeploymentEvent.occurred_at, DeploymentEvent.id)
+    )
+
+
+def _load_deployments(session: Session, customer_id: int):
+    """The customer's deployments with their billed seconds and their lifecycle events, in one query
+    (one row per event). Returns (deployments, billed seconds by id, events by id)."""
+    rows = session.execute(_deployments_statement(), {"customer_id": customer_id}).all()
+    deployments: list[Deployment] = []
+    billed_by_id: dict[int, int] = {}
+    events: dict[int, list[tuple[str, datetime]]] = {}
+    for deployment, seconds, kind, occurred_at in rows:
+        if not deployments or deployments[-1].id != deployment.id:
+            deployments.append(deployment)
+            if seconds:
+                billed_by_id[deployment.id] = int(seconds)
+        if kind is not None:
+            events.setdefault(deployment.id, []).append((kind, occurred_at))
+    return deployments, billed_by_id, events
 
 
 def _tax_rate(country: str | None) -> Decimal:
@@ -250,14 +315,20 @@ def _clamp_topup(cents: int) -> int:
 def customer_forecast(session: Session, customer_id: int, now: datetime | None = None) -> Forecast:
     """The customer's usage so far this month, the projected month-end invoice, the runway and the
     spending against their limit, as of `now`."""
+    return forecast_with_account(session, customer_id, now)[0]
+
+
+def forecast_with_account(session: Session, customer_id: int, now: datetime | None = None) -> tuple[Forecast, _Account]:
+    """`customer_forecast` and the account summary it was computed from (for read models that show
+    both, e.g. the dashboard): two queries, a third only when a price notice is ahead."""
     now = (now or utcnow()).astimezone(UTC)
     account = _load_account(session, customer_id, now)
-    deployments, billed = _load_deployments(session, customer_id)
-    events = events_by_deployment(session, [d.id for d in deployments]) if deployments else {}
+    deployments, billed, events = _load_deployments(session, customer_id) if account.has_deployments else ([], {}, {})
     forecast = build_forecast(account, deployments, billed, events, now)
-    if deployments:  # only customers who ever deployed are told about price changes
+    # only customers who ever deployed are told about price changes
+    if deployments and account.has_upcoming_price_notices:
         forecast = replace(forecast, price_notices=upcoming_price_notices(session, customer_id, now))
-    return forecast
+    return forecast, account
 
 
 def build_forecast(account: _Account, deployments: Sequence[Deployment], billed: dict, events: dict,
@@ -336,5 +407,5 @@ def build_forecast(account: _Account, deployments: Sequence[Deployment], billed:
         cash_cents=customer.cash_balance_cents, voucher_cents=customer.voucher_balance_cents,
         debt_cents=account.debt_cents, has_usable_card=account.has_usable_card, hourly_cost_cents=hourly_cost,
         runway=runway, suggested_topup_cents=suggested, spending=spending,
-        customer_limit_cents=account.customer_limit_cents,
+        customer_limit_cents=account.customer_limit_cents, unbilled_cents=unbilled_cents,
     )

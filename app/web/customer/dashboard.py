@@ -7,8 +7,7 @@ from wtforms import StringField
 from wtforms.validators import Length
 
 from app.billing import spending_limits
-from app.billing.accounts_view import dashboard_figures
-from app.billing.dunning import dunning_summary
+from app.billing.accounts_view import customer_dashboard
 from app.billing.foresight import amount_input_text, customer_forecast
 from app.billing.money import InvalidAmount, format_money
 from app.billing.money_input import parse_money_cents
@@ -37,11 +36,11 @@ def _foresight_context() -> dict:
 @bp.route("/dashboard")
 @customer_required
 def dashboard():
-    figures = dashboard_figures(db.session, current_user.id)
-    context = _foresight_context()
+    view = customer_dashboard(db.session, current_user.id)
     return render_template(
-        "customer/dashboard.html", figures=figures, dunning=dunning_summary(db.session, current_user.id),
-        limit_form=_limit_form(context["forecast"]), **context,
+        "customer/dashboard.html", figures=view.figures, dunning=view.dunning, open_invoices=view.open_invoices,
+        forecast=view.forecast, price_notices=view.forecast.price_notices, price_notice_audience=AUDIENCE,
+        limit_form=_limit_form(view.forecast),
     )
 
 

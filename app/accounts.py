@@ -22,17 +22,18 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import func, select, update
+from sqlalchemy import Integer, String, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from zxcvbn import zxcvbn
 
 from app.billing.notifications import queue_notification
 from app.models import EmailVerificationToken, PasswordResetToken, User, UserSession
-from app.models.base import utcnow
+from app.models.base import UTCDateTime, utcnow
 
 RESET_TOKEN_TTL = timedelta(hours=1)
 VERIFICATION_TOKEN_TTL = timedelta(hours=48)
@@ -260,15 +261,31 @@ def _live(now: datetime, idle_timeout: timedelta, max_age: timedelta):
     )
 
 
+@lru_cache(maxsize=1)
+def _session_user_statement():
+    """The live-session check every request makes, built once (bound: token hash, user id and the
+    two limits as moments), so a request pays for running it, not for constructing it."""
+    return (
+        select(User, UserSession.id, UserSession.last_seen_at)
+        .join(UserSession, UserSession.user_id == User.id)
+        .where(
+            UserSession.token_hash == bindparam("token_hash", type_=String), User.id == bindparam("user_id", type_=Integer),
+            UserSession.ended_at.is_(None),
+            UserSession.last_seen_at > bindparam("idle_after", type_=UTCDateTime),
+            UserSession.created_at > bindparam("born_after", type_=UTCDateTime),
+        )
+    )
+
+
 def session_user(session: Session, user_id: int, token: str, *, idle_timeout: timedelta, max_age: timedelta,
                  touch: bool = True) -> User | None:
     """The user of a live session, or None (ended, idle too long, too old, someone else's).
-    `last_seen_at` moves at most once a minute, so a busy session costs one UPDATE a minute."""
+    `last_seen_at` moves at most once a minute, so a busy session costs one UPDATE a minute.
+    The rule is `_live`'s, with its moments bound."""
     now = utcnow()
     row = session.execute(
-        select(User, UserSession.id, UserSession.last_seen_at)
-        .join(UserSession, UserSession.user_id == User.id)
-        .where(UserSession.token_hash == _token_hash(token), User.id == user_id, *_live(now, idle_timeout, max_age))
+        _session_user_statement(),
+        {"token_hash": _token_hash(token), "user_id": user_id, "idle_after": now - idle_timeout, "born_after": now - max_age},
     ).first()
     if row is None:
         return None

@@ -1,5 +1,6 @@
 """The customer's activity (SPEC §15): every movement of their money and every card attempt, newest
-first: one query for a page's rows (plus one count per source for the pager).
+first: one query for a page's rows and the pager's count (built once, with bound parameters, so
+neither SQLAlchemy nor PostgreSQL — psycopg prepares a statement used often — plans it per request).
 
 Sources, each read through its (customer_id, created_at) index:
 - ledger entries: top-ups, voucher redemptions, invoice payments from the cash and voucher balances,
@@ -21,14 +22,15 @@ card labels are joined after the cut, for the page's rows only.
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 
-from sqlalchemy import Integer, String, and_, case, cast, func, literal, null, select, union_all
+from sqlalchemy import Integer, String, and_, bindparam, case, cast, func, literal, null, select, union_all
 from sqlalchemy.orm import Session
 
 from app.billing.card_labels import card_label
 from app.billing.usage import period_bounds, period_of
 from app.models import Card, ChargeAttempt, Invoice, InvoicePayment, LedgerEntry, User
-from app.models.base import utcnow
+from app.models.base import UTCDateTime, utcnow
 from app.models.stripe_events import CardTopup
 
 PAGE_SIZE = 50
@@ -92,8 +94,12 @@ def months_since(customer: User, now: datetime | None = None) -> list[str]:
     return out or [period_of(now)]
 
 
-def _sources(customer_id: int, month: str | None):
-    start, end = period_bounds(month) if month else (None, None)
+def _sources(by_month: bool):
+    """The four sources, filtered on the bound `customer_id` (and `month_start`/`month_end` when
+    `by_month`)."""
+    customer_id = bindparam("customer_id", type_=Integer)
+    start = bindparam("month_start", type_=UTCDateTime) if by_month else None
+    end = bindparam("month_end", type_=UTCDateTime) if by_month else None
 
     def within(column):
         if start is None:
@@ -150,10 +156,21 @@ def _sources(customer_id: int, month: str | None):
     ]
 
 
-def _rows(session: Session, customer_id: int, month: str | None, offset: int, limit: int) -> list[ActivityRow]:
+def _params(customer_id: int, month: str | None, **extra) -> dict:
+    params = {"customer_id": customer_id, **extra}
+    if month:
+        params["month_start"], params["month_end"] = period_bounds(month)
+    return params
+
+
+@cache
+def _page_statement(by_month: bool, with_total: bool):
+    """Rows `offset`..`offset + limit` (bound), with the total of every source when `with_total`."""
+    offset, limit = bindparam("offset", type_=Integer), bindparam("limit", type_=Integer)
+    customer_id = bindparam("customer_id", type_=Integer)
     parts = [
         select(part.order_by(created.desc(), row_id.desc()).limit(offset + limit).subquery())
-        for part, created, row_id in _sources(customer_id, month)
+        for part, created, row_id in _sources(by_month)
     ]
     merged = union_all(*parts).subquery("activity")
     page = (
@@ -167,36 +184,65 @@ def _rows(session: Session, customer_id: int, month: str | None, offset: int, li
                CardTopup.customer_id == customer_id)
         .limit(1).scalar_subquery()
     )
-    query = (
-        select(page, Invoice.number.label("invoice_number"), Card.brand, Card.last4)
+    columns = [page, Invoice.number.label("invoice_number"), Card.brand, Card.last4]
+    if with_total:
+        columns.append(_total_expression(by_month).label("total"))
+    return (
+        select(*columns)
         .outerjoin(Invoice, and_(Invoice.id == page.c.invoice_id, Invoice.customer_id == customer_id))
         .outerjoin(Card, and_(Card.id == func.coalesce(page.c.card_id, topup_card), Card.customer_id == customer_id))
         .order_by(page.c.occurred_at.desc(), page.c.branch, page.c.row_id.desc())
     )
-    return [_row(r) for r in session.execute(query)]
+
+
+def _total_expression(by_month: bool):
+    """The number of rows of every source, as one expression (uncorrelated: computed once)."""
+    counts = [select(func.count()).select_from(part.subquery()).scalar_subquery() for part, _, _ in _sources(by_month)]
+    total = counts[0]
+    for count in counts[1:]:
+        total = total + count
+    return total
+
+
+@cache
+def _count_statement(by_month: bool):
+    return select(_total_expression(by_month))
+
+
+def _rows(session: Session, customer_id: int, month: str | None, offset: int, limit: int,
+          with_total: bool = False) -> tuple[list[ActivityRow], int | None]:
+    """The page's rows; with `with_total`, the number of rows of every page too, in the same
+    statement (None when the page is empty: the caller counts separately)."""
+    result = session.execute(_page_statement(bool(month), with_total),
+                             _params(customer_id, month, offset=offset, limit=limit)).all()
+    total = int(result[0].total) if with_total and result else None
+    return [_row(r) for r in result], total
 
 
 def _count(session: Session, customer_id: int, month: str | None) -> int:
-    total = 0
-    for part, _, _ in _sources(customer_id, month):
-        total += session.scalar(select(func.count()).select_from(part.subquery())) or 0
-    return total
+    return int(session.scalar(_count_statement(bool(month)), _params(customer_id, month)) or 0)
 
 
 def activity_page(session: Session, customer_id: int, *, month: str | None = None, page: int = 1,
                   page_size: int = PAGE_SIZE) -> ActivityPage:
-    """One page of the customer's activity, newest first, optionally limited to one month (UTC)."""
-    total = _count(session, customer_id, month)
+    """One page of the customer's activity, newest first, optionally limited to one month (UTC).
+    One statement for a page that has rows; a page past the end is clamped to the last one."""
+    page = max(page, 1)
+    rows, total = _rows(session, customer_id, month, (page - 1) * page_size, page_size, with_total=True)
+    if total is None:  # an empty page: nothing at all, or a page number past the end
+        total = _count(session, customer_id, month) if page > 1 else 0
+        last = max((total + page_size - 1) // page_size, 1)
+        if total and page > last:
+            page = last
+            rows, _ = _rows(session, customer_id, month, (page - 1) * page_size, page_size)
     pages = max((total + page_size - 1) // page_size, 1)
-    page = min(max(page, 1), pages)
-    rows = _rows(session, customer_id, month, (page - 1) * page_size, page_size)
-    return ActivityPage(rows, total, page, pages, page_size, month)
+    return ActivityPage(rows, total, min(page, pages), pages, page_size, month)
 
 
 def activity_rows(session: Session, customer_id: int, *, month: str | None = None,
                   limit: int = EXPORT_LIMIT) -> list[ActivityRow]:
     """Every row for the export (newest first), up to `limit`."""
-    return _rows(session, customer_id, month, 0, limit)
+    return _rows(session, customer_id, month, 0, limit)[0]
 
 
 # ------------------------------------------------------------------ wording ---

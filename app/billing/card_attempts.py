@@ -75,22 +75,24 @@ class AttemptView:
         return f"{self.card} declined on {day}: {self.reason}"
 
 
+def _view(a: ChargeAttempt, card: Card | None) -> AttemptView:
+    return AttemptView(a.id, a.invoice_id, card_label(card), a.status, a.amount_cents, a.created_at,
+                       decline_reason(a) if a.status in REFUSED_STATES else None, a.payment_intent_id)
+
+
 def attempt_views(session: Session, attempts: list[ChargeAttempt]) -> list[AttemptView]:
     cards = {c.id: c for c in session.scalars(select(Card).where(Card.id.in_({a.card_id for a in attempts})))}
-    return [
-        AttemptView(a.id, a.invoice_id, card_label(cards.get(a.card_id)), a.status, a.amount_cents, a.created_at,
-                    decline_reason(a) if a.status in REFUSED_STATES else None, a.payment_intent_id)
-        for a in attempts
-    ]
+    return [_view(a, cards.get(a.card_id)) for a in attempts]
 
 
 def invoice_attempts(session: Session, invoice_id: int) -> list[AttemptView]:
-    """Every card attempt on an invoice, newest first."""
-    attempts = list(session.scalars(
-        select(ChargeAttempt).where(ChargeAttempt.invoice_id == invoice_id)
+    """Every card attempt on an invoice, newest first, with its card (one query)."""
+    rows = session.execute(
+        select(ChargeAttempt, Card).outerjoin(Card, Card.id == ChargeAttempt.card_id)
+        .where(ChargeAttempt.invoice_id == invoice_id)
         .order_by(ChargeAttempt.created_at.desc(), ChargeAttempt.id.desc())
-    ))
-    return attempt_views(session, attempts)
+    ).all()
+    return [_view(attempt, card) for attempt, card in rows]
 
 
 SOURCE_LABELS = {"voucher": "voucher balance", "cash": "cash balance", "bank_transfer": "bank transfer",
@@ -176,12 +178,17 @@ class DecliningCard:
     last: AttemptView
 
 
-def declining_default_card(session: Session, customer_id: int, limit: int = 20) -> DecliningCard | None:
+def declining_default_card(session: Session, customer_id: int, limit: int = 20, *,
+                           active_cards: list[Card] | None = None) -> DecliningCard | None:
     """The default card when its most recent charge attempt(s) were refused (counted back to its
-    last success). None when the default card's last attempt succeeded or it has none."""
-    default = session.scalar(
-        select(Card).where(Card.customer_id == customer_id, Card.removed_at.is_(None), Card.is_default.is_(True))
-    )
+    last success). None when the default card's last attempt succeeded or it has none.
+    `active_cards`: the customer's cards not removed, when the caller already loaded them."""
+    if active_cards is not None:
+        default = next((card for card in active_cards if card.is_default), None)
+    else:
+        default = session.scalar(
+            select(Card).where(Card.customer_id == customer_id, Card.removed_at.is_(None), Card.is_default.is_(True))
+        )
     if default is None:
         return None
     recent = list(session.scalars(

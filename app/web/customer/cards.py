@@ -15,9 +15,10 @@ from app.web.stripe import checkout_urls
 
 
 def _render(status: int = 200):
+    cards = card_service.active_cards(db.session, current_user.id)
     body = render_page_or_block(
-        "customer/cards.html", "card_list", cards=card_service.active_cards(db.session, current_user.id), now=utcnow(),
-        declining=declining_default_card(db.session, current_user.id),
+        "customer/cards.html", "card_list", cards=cards, now=utcnow(),
+        declining=declining_default_card(db.session, current_user.id, active_cards=cards),
     )
     return body, status
 

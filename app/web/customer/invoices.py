@@ -17,6 +17,7 @@ from app.web.customer import bp
 from app.web.helpers import customer_required, is_htmx, owned_or_404, page_number, render_page_or_block
 
 PAGE_SIZE = 20
+MAX_PAGE = 10**9  # what page_number accepts at most (nine digits)
 MAX_POLLS = 60
 VISIBLE_STATES = tuple(s for s in INVOICE_STATES if s != "draft")
 
@@ -42,6 +43,15 @@ def _open_invoices_panel_functions():
     return {"open_invoices_for_current_customer": open_invoices_for_current_customer}
 
 
+def _invoice_page(query, page: int) -> tuple[list[Invoice], int | None]:
+    """One page of `query`'s invoices, newest first, with the total (None when the page is empty)."""
+    result = db.session.execute(
+        query.add_columns(func.count().over().label("total"))
+        .order_by(Invoice.issued_at.desc(), Invoice.id.desc()).offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE)
+    ).all()
+    return [invoice for invoice, _ in result], (int(result[0].total) if result else None)
+
+
 @bp.get("/invoices")
 @customer_required
 def invoices():
@@ -51,13 +61,16 @@ def invoices():
     query = select(Invoice).where(Invoice.customer_id == current_user.id, Invoice.state != "draft")
     if state:
         query = query.where(Invoice.state == state)
-    total = db.session.scalar(select(func.count()).select_from(query.subquery()))
-    page = page_number((total + PAGE_SIZE - 1) // PAGE_SIZE)
-    rows = list(
-        db.session.scalars(
-            query.order_by(Invoice.issued_at.desc(), Invoice.id.desc()).offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE)
-        )
-    )
+    # The page's rows with the number of every page's rows (a window count, one statement); only a
+    # page number past the end costs a count and the last page.
+    page = page_number(MAX_PAGE)
+    rows, total = _invoice_page(query, page)
+    if total is None:
+        total = db.session.scalar(select(func.count()).select_from(query.subquery()))
+        last = max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1)
+        if page > last:
+            page = last
+            rows, _ = _invoice_page(query, page)
     return render_page_or_block(
         "customer/invoices.html", "invoice_list", invoices=rows, state=state, states=VISIBLE_STATES,
         page=page, pages=max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1), total=total,

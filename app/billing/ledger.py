@@ -8,14 +8,14 @@ Nothing here commits: the caller's unit of work does.
 
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Integer, bindparam, column, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from app.billing.money import MAX_CENTS
 from app.models import LedgerEntry, User
-from app.models.base import utcnow
+from app.models.base import UTCDateTime, utcnow
 
 MAX_BALANCE_CENTS = MAX_CENTS
 
@@ -56,6 +56,37 @@ def _insert_entry_statement(dialect: str):
 _ENTRY_FIELDS = ("customer_id", "account", "amount_cents", "kind", "reference", "idempotency_key", "note", "created_at")
 
 
+def _move_and_insert_statement(column_name: str):
+    """PostgreSQL: the guarded balance move and the entry's insert in one statement (one round trip).
+
+    Both run on one snapshot, the UPDATE first: the entry is inserted only when the balance moved,
+    and `moved` says whether it did, so the caller can tell "guard refused" (moved = 0, no entry)
+    from "key already used" (moved = 1, no entry: undone by the caller) exactly as with the two
+    statements. Concurrent posts for one customer still queue on the user row lock."""
+    entry_columns = ", ".join(c.name for c in LedgerEntry.__table__.columns)
+    return (
+        text(
+            f"WITH moved AS (UPDATE users SET {column_name} = {column_name} + :amount_cents "
+            f"WHERE id = :customer_id AND {column_name} + :amount_cents >= 0 "
+            f"AND {column_name} + :amount_cents <= {MAX_BALANCE_CENTS} RETURNING id), "
+            "entry AS (INSERT INTO ledger_entries "
+            "(customer_id, account, amount_cents, kind, reference, idempotency_key, note, created_at) "
+            "SELECT :customer_id, :account, :amount_cents, :kind, :reference, :idempotency_key, :note, :created_at "
+            f"FROM moved ON CONFLICT (idempotency_key) DO NOTHING RETURNING {entry_columns}) "
+            f"SELECT (SELECT count(*) FROM moved) AS moved, {', '.join('entry.' + c.name for c in LedgerEntry.__table__.columns)} "
+            "FROM (SELECT 1) AS one LEFT JOIN entry ON true"
+        )
+        .bindparams(bindparam("created_at", type_=UTCDateTime()))
+        .columns(column("moved", Integer), *LedgerEntry.__table__.columns)
+    )
+
+
+_MOVE_AND_INSERT = {account: _move_and_insert_statement(column.key) for account, column in BALANCE_COLUMN.items()}
+_MOVE_AND_INSERT_ORM = {
+    account: select(LedgerEntry, column("moved", Integer)).from_statement(stmt) for account, stmt in _MOVE_AND_INSERT.items()
+}
+
+
 class InsufficientFunds(Exception):
     """The entry would take a balance below zero."""
 
@@ -84,10 +115,10 @@ def post_entry(
     """Append one entry and move the cached balance. Idempotent on `idempotency_key`:
     a second call with the same key changes nothing and returns the first entry.
 
-    Two statements on the normal path, both atomic in the database: a guarded
+    Two steps on the normal path, both atomic in the database: a guarded
     `UPDATE users SET balance = balance + amount WHERE … AND balance + amount >= 0` (no row:
     InsufficientFunds, nothing written) and `INSERT … ON CONFLICT (idempotency_key) DO NOTHING
-    RETURNING`. When the key already exists (a concurrent or repeated post), the balance move is
+    RETURNING` — one statement (one round trip) on PostgreSQL, two elsewhere. When the key already exists (a concurrent or repeated post), the balance move is
     undone in the same transaction and the first entry is returned. Concurrent posts for one customer
     queue on the user row lock taken by the UPDATE."""
     if account not in BALANCE_COLUMN:
@@ -97,35 +128,34 @@ def post_entry(
     if abs(amount_cents) > MAX_BALANCE_CENTS:
         raise BalanceLimitExceeded(f"an entry of {amount_cents} is beyond the balance limit")
     column = BALANCE_COLUMN[account]
-    moved = (
-        session.connection()
-        .execute(_MOVE[account], {"customer_id": customer_id, "amount_cents": amount_cents})
-        .scalar_one_or_none()
-    )
-    if moved is None:
-        existing = _entry_by_key(session, idempotency_key)
-        if existing is not None:
-            return Posted(existing, False)
-        user = session.get(User, customer_id)
-        if user is None:
-            raise LookupError(f"no customer {customer_id}")
-        if amount_cents > 0:
-            raise BalanceLimitExceeded(f"{account} balance would exceed {MAX_BALANCE_CENTS}")
-        raise InsufficientFunds(f"{account} balance would go below zero")
-    entry = session.scalars(
-        _insert_entry_statement(session.get_bind().dialect.name),
-        {
-            "customer_id": customer_id,
-            "account": account,
-            "amount_cents": amount_cents,
-            "kind": kind,
-            "reference": reference,
-            "idempotency_key": idempotency_key,
-            "note": note,
-            "created_at": utcnow(),
-        },
-        execution_options={"populate_existing": True},
-    ).one_or_none()
+    values = {
+        "customer_id": customer_id,
+        "account": account,
+        "amount_cents": amount_cents,
+        "kind": kind,
+        "reference": reference,
+        "idempotency_key": idempotency_key,
+        "note": note,
+        "created_at": utcnow(),
+    }
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        entry, moved = session.execute(
+            _MOVE_AND_INSERT_ORM[account], values, execution_options={"populate_existing": True}
+        ).one()
+    else:
+        moved = (
+            session.connection()
+            .execute(_MOVE[account], {"customer_id": customer_id, "amount_cents": amount_cents})
+            .scalar_one_or_none()
+        ) is not None
+        entry = None
+    if not moved:
+        return Posted(_existing_or_refuse(session, customer_id, account, amount_cents, idempotency_key), False)
+    if dialect != "postgresql":
+        entry = session.scalars(
+            _insert_entry_statement(dialect), values, execution_options={"populate_existing": True}
+        ).one_or_none()
     if entry is None:  # the key was already used: undo the balance move, return the first entry
         session.execute(
             update(User)
@@ -137,6 +167,20 @@ def post_entry(
         return Posted(_entry_by_key(session, idempotency_key), False)
     _expire_balances(session, customer_id)
     return Posted(entry, True)
+
+
+def _existing_or_refuse(session: Session, customer_id: int, account: str, amount_cents: int,
+                        idempotency_key: str) -> LedgerEntry:
+    """The guarded move changed no row: the first entry if the key was already used, otherwise
+    say why (no such customer, above the limit, below zero)."""
+    existing = _entry_by_key(session, idempotency_key)
+    if existing is not None:
+        return existing
+    if session.get(User, customer_id) is None:
+        raise LookupError(f"no customer {customer_id}")
+    if amount_cents > 0:
+        raise BalanceLimitExceeded(f"{account} balance would exceed {MAX_BALANCE_CENTS}")
+    raise InsufficientFunds(f"{account} balance would go below zero")
 
 
 def _entry_by_key(session: Session, idempotency_key: str) -> LedgerEntry | None:

@@ -24,9 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import bindparam, event, select, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Integer, String, bindparam, event, select, text
 from sqlalchemy.orm import Session
 
 from app.billing import outbox
@@ -78,8 +76,28 @@ def message_id_for(key: str) -> str:
 
 
 # ----------------------------------------------------------------- queueing ---
-def _insert(session: Session):
-    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+# Built once (every money movement queues one); the receipts preference is read by the same
+# statement. The LEFT JOIN keeps an unknown customer a foreign-key error, as a plain INSERT would.
+# PostgreSQL and SQLite share the syntax (`WHERE true` lets SQLite parse INSERT … SELECT … ON CONFLICT).
+_QUEUE = (
+    text(
+        "INSERT INTO notifications (customer_id, kind, key, subject, template, context, attachment, status, "
+        "message_id, created_at, next_attempt_at, attempts, skipped_at) "
+        "SELECT :user_id, :kind, :key, :subject, :template, :context, :attachment, "
+        "CASE WHEN :optional AND NOT coalesce(u.email_receipts, false) THEN 'skipped' ELSE 'pending' END, "
+        ":message_id, :now, :next_attempt_at, 0, "
+        "CASE WHEN :optional AND NOT coalesce(u.email_receipts, false) THEN :now END "
+        "FROM (SELECT 1 AS one) one LEFT JOIN users u ON u.id = :user_id WHERE true "
+        "ON CONFLICT (key) DO NOTHING RETURNING id, status"
+    )
+    .bindparams(
+        bindparam("context", type_=Notification.__table__.c.context.type),
+        bindparam("attachment", type_=Notification.__table__.c.attachment.type),
+        bindparam("now", type_=UTCDateTime()),
+        bindparam("next_attempt_at", type_=UTCDateTime()),
+    )
+    .columns(id=Integer(), status=String())
+)
 
 
 def queue_notification(session: Session, *, user_id: int, kind: str, key: str, subject: str, template: str,
@@ -94,18 +112,15 @@ def queue_notification(session: Session, *, user_id: int, kind: str, key: str, s
         raise ValueError("a notification key is 1 to 200 characters")
     plain_context = json.loads(json.dumps(context))  # plain JSON values only (TypeError otherwise)
     now = utcnow()
-    skipped = is_optional(kind) and not receipts_enabled(session, user_id)
-    row_id = session.execute(
-        _insert(session)(Notification)
-        .values(
-            customer_id=user_id, kind=kind, key=key, subject=subject[:300], template=template,
-            context=plain_context, attachment=list(attachment) if attachment else None,
-            status="skipped" if skipped else "pending", message_id=message_id_for(key), created_at=now,
-            next_attempt_at=now + REQUEUE_AFTER, attempts=0, skipped_at=now if skipped else None,
-        )
-        .on_conflict_do_nothing(index_elements=["key"])
-        .returning(Notification.id)
-    ).scalar_one_or_none()
+    if session.autoflush:
+        session.flush()  # a textual statement does not autoflush; the customer row may be pending
+    row = session.execute(_QUEUE, {
+        "user_id": user_id, "kind": kind, "key": key, "subject": subject[:300], "template": template,
+        "context": plain_context, "attachment": list(attachment) if attachment else None,
+        "optional": is_optional(kind), "message_id": message_id_for(key), "now": now,
+        "next_attempt_at": now + REQUEUE_AFTER,
+    }).first()
+    row_id, skipped = (row.id, row.status == "skipped") if row is not None else (None, False)
     if row_id is None:
         return False
     if not skipped:

@@ -9,7 +9,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from app.billing import cards, topups
 from app.billing.money import format_money
 from app.billing.stripe_events import apply_event
-from app.extensions import csrf, db
+from app.extensions import csrf, db, limiter
 from app.payments import gateway
 from app.payments.event_shape import MalformedEvent
 from app.web.helpers import customer_required
@@ -33,6 +33,13 @@ def checkout_urls(kind: str) -> dict[str, str]:
 
 
 MAX_WEBHOOK_BYTES = 1024 * 1024  # Stripe's events are a few KiB
+
+
+@limiter.request_filter
+def _webhook_has_no_rate_limit() -> bool:
+    """The webhook has no rate limit (every delivery is signed, and refusing one only makes Stripe
+    retry it): say so up front, so Flask-Limiter does not resolve limits on every delivery."""
+    return request.endpoint == "stripe.webhook"
 
 
 @bp.post("/webhook")

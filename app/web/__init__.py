@@ -40,8 +40,9 @@ def _load_user(user_id: str) -> User | None:
 
 def _resolve_user_first() -> None:
     """Load the user (and move the session's last_seen) before the view runs, so that write never
-    lands in the middle of a view's own transaction."""
-    if request.endpoint != "static":
+    lands in the middle of a view's own transaction. Not for static files, nor for the Stripe
+    webhook (no user, no session: it is authenticated by its signature alone)."""
+    if request.endpoint != "static" and request.endpoint not in RAW_BODY_ENDPOINTS:
         current_user._get_current_object()
 
 

@@ -1,8 +1,9 @@
 """Customer invoice pages (money core): list, detail with payments, pay now, PDF, dashboard panel."""
 
-from flask import Response, flash, redirect, request, url_for
+from flask import Response, abort, flash, redirect, request, url_for
 from flask_login import current_user
-from sqlalchemy import func, select
+from sqlalchemy import exists, func, select
+from sqlalchemy.orm import joinedload
 
 from app.billing import card_attempts
 from app.billing.credit_notes import credit_notes_of_invoice
@@ -109,8 +110,17 @@ def _visible_invoice(invoice_id: int) -> Invoice:
 @bp.get("/invoices/<id:invoice_id>")
 @customer_required
 def invoice_detail(invoice_id: int):
-    invoice = _visible_invoice(invoice_id)
-    return _render_detail(invoice, settling=_settlement_waiting(current_user.id), polls=0,
+    # the invoice (the customer's, not a draft, else 404) with its lines and whether a settlement
+    # is waiting, in one statement (what _visible_invoice, invoice.lines and _settlement_waiting read)
+    row = db.session.execute(
+        select(Invoice, exists().where(SettlementRequest.customer_id == current_user.id))
+        .options(joinedload(Invoice.lines))
+        .where(Invoice.id == invoice_id, Invoice.customer_id == current_user.id, Invoice.state != "draft")
+    ).unique().first()
+    if row is None:
+        abort(404)
+    invoice, settling = row
+    return _render_detail(invoice, settling=bool(settling), polls=0,
                           credit_notes=credit_notes_of_invoice(db.session, invoice.id))
 
 

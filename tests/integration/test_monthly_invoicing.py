@@ -1,6 +1,7 @@
 """Monthly usage invoicing (SPEC §7) — worked examples with exact amounts, on both paths."""
 
 import threading
+import time
 from datetime import timedelta
 from decimal import Decimal
 
@@ -234,3 +235,75 @@ def test_monthly_job_then_settles_everyone_in_batches_through_the_worker(app, se
     states = {i.customer_id: (i.state, i.paid_cents) for i in session.scalars(select(Invoice))}
     assert states == {funded.id: ("paid", 240), broke.id: ("open", 0)}
     assert session.get(type(funded), funded.id).cash_balance_cents == 760
+
+
+def test_bulk_run_refuses_a_deployment_deleted_while_it_runs_and_issues_nothing(app, session, factory):
+    """The bulk run checks its foreign keys set-based: a deployment deleted by a transaction that commits
+    while the run waits to lock it leaves the run with a charge for a missing deployment, so nothing is
+    issued — no invoice, number, line, charge, settlement request or notification."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    from app.extensions import db
+    from app.models.notification import Notification
+    from app.models.usage import Deployment
+
+    kept, doomed = factory.customer(), factory.customer()
+    make_plan(session)
+    run_deployment(session, kept, "kept", "vm-small", "2026-10-05T00:00:00", "2026-10-06T00:00:00")
+    run_deployment(session, doomed, "doomed", "vm-small", "2026-10-05T00:00:00", "2026-10-06T00:00:00")
+    doomed_id = session.scalar(select(Deployment.id).where(Deployment.external_id == "doomed"))
+    session.commit()
+
+    deleter = db.new_session()
+    deleter.execute(text("DELETE FROM deployment_events WHERE deployment_id = :d"), {"d": doomed_id})
+    deleter.execute(text("DELETE FROM deployments WHERE id = :d"), {"d": doomed_id})  # not committed yet
+    errors = []
+
+    def run():
+        try:
+            with app.app_context():
+                s = db.new_session()
+                try:
+                    monthly.issue_monthly_invoices_bulk(s, "2026-10", now=period_bounds("2026-10")[1])
+                finally:
+                    s.close()
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        # wait (bounded) until the run is blocked on the deleted deployment's row lock
+        deadline = time.monotonic() + 30
+        while not session.scalar(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' "
+            "AND query LIKE '%WITH ev AS%'"
+        )):
+            assert time.monotonic() < deadline, f"the run never waited for the deleted deployment: {errors}"
+            session.rollback()
+            time.sleep(0.05)
+        session.rollback()
+        deleter.commit()
+    finally:
+        deleter.close()
+        thread.join(60)
+    assert not thread.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], (monthly.DanglingReference, IntegrityError)), errors
+    session.expire_all()
+    assert session.scalar(select(func.count(Invoice.id))) == 0
+    assert session.scalar(select(func.count(UsageCharge.id))) == 0
+    assert session.scalar(select(func.count(InvoiceLine.id))) == 0
+    assert session.scalar(select(func.count(SettlementRequest.customer_id))) == 0
+    assert session.scalar(select(func.count(Notification.id))) == 0
+    assert (session.scalar(select(InvoiceNumberCounter.last_seq)) or 0) == 0
+
+    # once the deletion is done, the next run bills the customer who is left
+    s = db.new_session()
+    try:
+        report = monthly.issue_monthly_invoices_bulk(s, "2026-10", now=period_bounds("2026-10")[1])
+    finally:
+        s.close()
+    assert report.invoices == 1
+    session.expire_all()
+    assert [(i.customer_id, i.number_seq) for i in session.scalars(select(Invoice))] == [(kept.id, 1)]

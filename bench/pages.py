@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import (  # noqa: E402
     free_port,
     measure_ceiling,
+    process_tree_cpu_seconds,
     recreate_database,
     run_load,
     start_gunicorn,
@@ -209,6 +210,13 @@ def login(port: int) -> str:
     if response.status not in (302, 303):
         raise SystemExit(f"login answered {response.status}")
     cookie = response.getheader("Set-Cookie").split(";", 1)[0]
+    # The first page puts the CSRF token into the session cookie; keep the cookie the browser would
+    # keep from then on (an old cookie would make every request mint and sign a new token).
+    conn.request("GET", "/dashboard", headers={"Cookie": cookie})
+    response = conn.getresponse()
+    response.read()
+    if response.getheader("Set-Cookie"):
+        cookie = response.getheader("Set-Cookie").split(";", 1)[0]
     conn.close()
     return cookie
 
@@ -289,11 +297,14 @@ def main() -> None:
         for name, path, must_show in pages:
             failures += check_page(port, path, cookie, must_show)
             run_load(port, [("GET", path, None, {"Cookie": cookie})] * 200, args.connections)  # warm both workers
+            cpu_before = process_tree_cpu_seconds(proc.pid)
             result = run_load(port, [("GET", path, None, {"Cookie": cookie})] * args.requests, args.connections)
+            cpu_ms = (process_tree_cpu_seconds(proc.pid) - cpu_before) * 1000 / args.requests
             failures += len(result.bad_statuses)
             results[name] = result
             print(f"page {name}: {path} rps={result.per_s:.0f} p50_ms={result.percentile_ms(50):.1f} "
-                  f"p99_ms={result.percentile_ms(99):.1f} bad={len(result.bad_statuses)}", flush=True)
+                  f"p99_ms={result.percentile_ms(99):.1f} app_cpu_ms_per_request={cpu_ms:.2f} "
+                  f"bad={len(result.bad_statuses)}", flush=True)
         failures += sum(check_page(port, path, cookie, must_show, samples=2) for _, path, must_show in pages)
     finally:
         stop_gunicorn(proc)

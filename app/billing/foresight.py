@@ -28,7 +28,7 @@ from sqlalchemy import Integer, bindparam, exists, func, select
 from sqlalchemy.orm import Session
 
 from app.billing.dunning import Runway, deletion_due_from, runway_from
-from app.billing.money import _locale, minor_unit_factor, tax_cents, to_decimal, usage_amount_cents
+from app.billing.money import _locale, minor_unit_factor, tax_cents, usage_amount_cents
 from app.billing.price_notices import upcoming_price_notices
 from app.billing.usage import (
     ACTIVE_STATES,
@@ -68,9 +68,14 @@ def format_day(moment: datetime, now: datetime | None = None) -> str:
 def amount_input_text(cents: int) -> str:
     """An amount as a person types it in this installation's locale ('21.15', or '21,15' under de_DE),
     without grouping: what `money_input.parse_money_cents` reads back to the same cents."""
-    places = len(str(minor_unit_factor())) - 1
+    return _amount_input_text(minor_unit_factor(), _locale(), cents)
+
+
+@lru_cache(maxsize=1024)
+def _amount_input_text(factor: int, locale: str, cents: int) -> str:
+    places = len(str(factor)) - 1
     pattern = "0." + "0" * places if places else "0"
-    return format_decimal(to_decimal(cents), format=pattern, locale=_locale())
+    return format_decimal(Decimal(cents) / factor, format=pattern, locale=locale)
 
 
 def hours_text(seconds: int) -> str:

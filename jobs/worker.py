@@ -44,6 +44,17 @@ class PaydeskWorker(Worker):
             return DEFAULT_WORKER_TTL if job.timeout == -1 else int(job.timeout or DEFAULT_WORKER_TTL) + 60
         return super().get_heartbeat_ttl(job, working_time)
 
+    def unsubscribe(self):
+        """RQ's own, but bounded: with redis-py 8, `PubSubWorkerThread.stop()` joins the pubsub thread
+        without a timeout, and once unsubscribed that thread may sit in a 60 s wait (RQ's
+        `sleep_time`) — a burst worker or a stopping one then hung up to a minute after its last job.
+        The thread is a daemon: leaving it behind at exit is harmless."""
+        if self.pubsub_thread:
+            self.log.info("Worker %s: unsubscribing from channel %s", self.name, self.pubsub_channel_name)
+            self.pubsub.unsubscribe()
+            self.pubsub_thread.stop(timeout=1)
+            self.pubsub.close()
+
     def main_work_horse(self, job, queue):
         from jobs.runtime import after_fork
 

@@ -5,13 +5,17 @@
                            [--database-url postgresql+psycopg://postgres@127.0.0.1:5432/paydesk_bench_settle]
 
 Uses its own database (dropped and recreated) and its own private redis-server on a free port.
-Data is generated with set-based SQL (users with a cash credit in the ledger, issued invoices with one
-line, one settlement request each). Two production paths are timed, each by `rq worker --burst`
-processes of the production worker class: first a sample of customers one job each through
-`jobs.settlement.settle_customer_job` (the engine a single trigger runs: advisory lock, row locks,
-ledger entries, payments), then everyone else through `settle_customers_job` in batches — what the
-monthly invoicing job enqueues — whose voucher/cash part is set-based (`settle_balances_bulk`, same
-order, keys and locks as the engine) and whose leftovers go through the engine. The reference rate is a loop of `UPDATE … WHERE id = $1` + COMMIT from
+Data is generated with set-based SQL (users with a cash credit in the ledger, issued invoices with
+one line, one settlement request each, written just before its phase). Two production paths are
+timed, each by `rq worker --burst` processes of the production worker command (class
+`jobs.worker.PaydeskWorker`, the queues of `jobs.queue.WORKER_QUEUES`): first a sample of customers
+one job each through `jobs.settlement.settle_customer_job` on the settlement queue — what one funds
+arrival enqueues after its commit (`enqueue_settlement`), run in the worker process: its own
+customer in one transaction under the advisory lock when the balances pay, then, as requests pile up
+behind it, the waiting ones drained set-based (`drain_waiting_requests`) — then everyone else
+through `settle_customers_job` in batches — what the monthly invoicing job enqueues — whose
+voucher/cash part is set-based (`settle_balances_bulk`, same order, keys and locks as the engine)
+and whose leftovers go through the engine. The reference rate is a loop of `UPDATE … WHERE id = $1` + COMMIT from
 one connection, measured in the same run. Last line: `bench settle: invoices_per_s=… pg_update_tps=… ratio=…
  engine_invoices_per_s=… engine_ratio=…` (batch path first, the one-customer engine after).
 """
@@ -19,6 +23,7 @@ one connection, measured in the same run. Last line: `bench settle: invoices_per
 import argparse
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -65,8 +70,11 @@ GENERATE = [
        SELECT customer_id, 'cash', sum(total_cents), 'bench_credit', 'bench', 'bench-credit-' || customer_id, now()
        FROM invoices GROUP BY customer_id""",
     """UPDATE users u SET cash_balance_cents = l.amount_cents FROM ledger_entries l WHERE l.customer_id = u.id""",
-    """INSERT INTO settlement_requests (customer_id, generation, requested_at) SELECT id, 1, now() FROM users""",
 ]
+# each phase's customers get their settlement requests just before the phase (as their funds or
+# invoices would write them), so the engine phase cannot reach the batch phase's customers
+REQUESTS = """INSERT INTO settlement_requests (customer_id, generation, requested_at)
+              SELECT id, 1, now() FROM users WHERE id = ANY(:ids)"""
 
 
 def free_port() -> int:
@@ -145,21 +153,37 @@ def main() -> None:
         os.environ.update({k: env[k] for k in ("DATABASE_URL", "REDIS_URL", "JOBS_MODE", "SECRET_KEY")})
         from redis import Redis
         from rq import Queue
+        from rq.job import Job
 
-        from jobs.queue import QUEUE_NAME
+        from jobs.queue import QUEUE_NAME, SETTLEMENT_QUEUE, WORKER_QUEUES
         from jobs.settlement import settle_customer_job, settle_customers_job
 
         queue = Queue(QUEUE_NAME, connection=Redis.from_url(redis_url))
+        settlement_queue = Queue(SETTLEMENT_QUEUE, connection=Redis.from_url(redis_url))
         rq = str(Path(sys.executable).with_name("rq"))
-        # The production worker class: the app is built once in the parent, horses fork warm.
+        # The production worker command: the app is built once in the parent; settlement jobs run
+        # in the worker process, other jobs in warm forked horses.
         cmd = [rq, "worker", "--burst", "--url", redis_url, "--path", str(ROOT), "--quiet",
-               "--worker-class", "jobs.worker.PaydeskWorker", QUEUE_NAME]
+               "--worker-class", "jobs.worker.PaydeskWorker", *WORKER_QUEUES]
 
         def run_phase(jobs):
+            """Burst workers until this phase's jobs have ended; then the workers are stopped and what
+            the settlements queued besides (receipt emails, each rendering a PDF: not what is measured
+            here) is dropped, so that it neither runs in the next phase nor keeps this one going."""
             start = time.perf_counter()
-            workers = [subprocess.Popen(cmd, env=env, cwd=ROOT) for _ in range(args.workers)]
+            workers = [subprocess.Popen(cmd, env=env, cwd=ROOT, start_new_session=True) for _ in range(args.workers)]
+            deadline = time.monotonic() + 3600
+            pending = list(jobs)
+            while pending and time.monotonic() < deadline and any(proc.poll() is None for proc in workers):
+                statuses = Job.fetch_many([job.id for job in pending], connection=queue.connection)
+                pending = [job for job, fetched in zip(pending, statuses, strict=True)
+                           if fetched is not None and fetched.get_status() not in ("finished", "failed")]
+                time.sleep(0.2)  # polling interval of the bounded wait above
             for proc in workers:
-                proc.wait(timeout=3600)
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=60)
+            queue.empty()
             for job in jobs:
                 job.refresh()
             failed = [job.id for job in jobs if job.get_status() != "finished"]
@@ -169,11 +193,15 @@ def main() -> None:
 
         # Phase 1: a sample of customers through the one-customer engine (what a single trigger runs).
         sample, batched = customer_ids[: args.engine_sample], customer_ids[args.engine_sample :]
-        engine_jobs = [queue.enqueue(settle_customer_job, cid, job_timeout=600) for cid in sample]
+        with engine.begin() as conn:
+            conn.execute(text(REQUESTS), {"ids": sample})
+        engine_jobs = [settlement_queue.enqueue(settle_customer_job, cid) for cid in sample]
         engine_elapsed, _, engine_failed = run_phase(engine_jobs) if engine_jobs else (0.0, 0.0, [])
         with engine.connect() as conn:
             engine_paid = conn.execute(text("SELECT count(*) FROM invoices WHERE state = 'paid'")).scalar_one()
         # Phase 2: everyone else in batches (what the monthly job enqueues after issuing invoices).
+        with engine.begin() as conn:
+            conn.execute(text(REQUESTS), {"ids": batched})
         jobs = [
             queue.enqueue(settle_customers_job, batched[start : start + BATCH], job_timeout=1800)
             for start in range(0, len(batched), BATCH)

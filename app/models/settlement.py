@@ -1,6 +1,6 @@
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, UTCDateTime, utcnow
@@ -37,6 +37,9 @@ class ChargeAttempt(Base):
             name="status",
         ),
         Index("ix_charge_attempts_customer_created", "customer_id", "created_at"),  # the activity list
+        # the settlement sweep (every 5 s) looks only for these
+        Index("ix_charge_attempts_unresolved", "updated_at", postgresql_where=text("status IN ('pending', 'unknown')"),
+              sqlite_where=text("status IN ('pending', 'unknown')")),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -196,13 +196,16 @@ def issue_customer_invoice(
 # lock); after a month-to-date invoice, the new one starts where that one ended.
 #
 # Foreign keys, checked set-based: the statement's last CTEs do what the row-by-row foreign-key
-# triggers do, once for all rows — lock every referenced user and deployment FOR KEY SHARE (so none
-# can be deleted before commit; a row deleted by a transaction that committed after this statement's
-# snapshot is not returned by the lock, so it is missed) and count the new rows whose reference has no
-# target (users, deployments locked; invoices and lines written by this statement). The caller refuses
-# (rolls back) unless every count is 0. When the database role may set session_replication_role, the
+# triggers do, once for all rows. Rows that existed before: every referenced user and deployment is
+# locked FOR KEY SHARE (so none can be deleted before commit; one deleted by a transaction that
+# committed after this statement's snapshot is not returned by the lock) and counted — each new
+# invoice has its own customer and each new charge its own deployment, so `dangling` (expected minus
+# locked) is the number of rows whose target is missing. Rows written by this statement: a line's
+# invoice_id is the id RETURNING gave for its invoice, a charge's invoice_id/invoice_line_id those of
+# its line, a settlement request's customer that of its invoice — present by construction. The caller
+# rolls back unless `dangling` is 0. When the database role may set session_replication_role, the
 # caller turns the row triggers off for this statement only (about 10^7 trigger calls at 10⁶
-# customers, most of the run's time); otherwise the triggers run too, and the checks are redundant.
+# customers, most of the run's time); otherwise the triggers run too, and the check is redundant.
 _BULK_SQL = """
 WITH ev AS (
     SELECT e.deployment_id, e.kind, e.occurred_at,
@@ -211,8 +214,8 @@ WITH ev AS (
     WHERE e.occurred_at < :until
 ), run AS (
     SELECT deployment_id,
-           SUM(EXTRACT(EPOCH FROM (LEAST(COALESCE(next_at, :until), :until) - occurred_at)))::bigint
-               AS seconds
+           EXTRACT(EPOCH FROM SUM(LEAST(COALESCE(next_at, :until), :until) - occurred_at))::bigint
+               AS seconds  -- intervals add exactly; one numeric EXTRACT per deployment, not per interval
     FROM ev WHERE kind IN ('succeeded', 'resumed')
     GROUP BY deployment_id
 ), billed AS (
@@ -280,7 +283,7 @@ WITH ev AS (
     INSERT INTO usage_charges (deployment_id, invoice_id, invoice_line_id, billing_period, seconds, amount_cents,
                                created_at)
     SELECT deployment_id, invoice_id, id, :period, seconds, amount_cents, :now FROM new_lines
-    RETURNING deployment_id, invoice_id, invoice_line_id
+    RETURNING deployment_id
 ), settlements AS (
     INSERT INTO settlement_requests (customer_id, generation, requested_at)
     SELECT customer_id, 1, :now FROM new_invoices
@@ -295,13 +298,8 @@ WITH ev AS (
 SELECT (SELECT count(*) FROM new_invoices) AS invoices,
        (SELECT count(*) FROM new_charges) AS lines,
        (SELECT CASE WHEN count(*) <= :small_batch THEN array_agg(customer_id) END FROM settlements) AS customer_ids,
-       (SELECT count(*) FROM new_invoices i WHERE NOT EXISTS (SELECT 1 FROM locked_users u WHERE u.id = i.customer_id))
-       + (SELECT count(*) FROM settlements s WHERE NOT EXISTS (SELECT 1 FROM locked_users u WHERE u.id = s.customer_id))
-       + (SELECT count(*) FROM new_lines l WHERE NOT EXISTS (SELECT 1 FROM new_invoices i WHERE i.id = l.invoice_id))
-       + (SELECT count(*) FROM new_charges c
-          WHERE NOT EXISTS (SELECT 1 FROM locked_deployments d WHERE d.id = c.deployment_id)
-             OR NOT EXISTS (SELECT 1 FROM new_invoices i WHERE i.id = c.invoice_id)
-             OR NOT EXISTS (SELECT 1 FROM new_lines l WHERE l.id = c.invoice_line_id)) AS dangling
+       (SELECT count(*) FROM new_invoices) - (SELECT count(*) FROM locked_users)
+       + (SELECT count(*) FROM new_charges) - (SELECT count(*) FROM locked_deployments) AS dangling
 """
 
 

@@ -17,10 +17,13 @@ from tests.integration.usage_helpers import event, make_plan, run_deployment
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["bulk", "per_customer"])
-def issue(request, app):
+@pytest.fixture(params=["bulk", "bulk_row_triggers", "per_customer"])
+def issue(request, app, monkeypatch):
     """Run the monthly invoicing of a period through one of the two paths, as the job does: just after
-    the period has ended."""
+    the period has ended. `bulk_row_triggers` is the bulk path for a database role that may not turn the
+    row-by-row foreign-key triggers off."""
+    if request.param == "bulk_row_triggers":
+        monkeypatch.setattr(monthly, "_row_triggers_off", lambda session: False)
 
     def run(period):
         from app.extensions import db
@@ -28,7 +31,7 @@ def issue(request, app):
         now = period_bounds(period)[1] + timedelta(minutes=5)
         s = db.new_session()
         try:
-            if request.param == "bulk":
+            if request.param.startswith("bulk"):
                 return monthly.issue_monthly_invoices_bulk(s, period, now=now)
             return monthly.issue_monthly_invoices_per_customer(s, period, now=now)
         finally:
@@ -237,10 +240,16 @@ def test_monthly_job_then_settles_everyone_in_batches_through_the_worker(app, se
     assert session.get(type(funded), funded.id).cash_balance_cents == 760
 
 
-def test_bulk_run_refuses_a_deployment_deleted_while_it_runs_and_issues_nothing(app, session, factory):
+@pytest.mark.parametrize("row_triggers", [False, True], ids=["set_based_check", "row_triggers"])
+def test_bulk_run_refuses_a_deployment_deleted_while_it_runs_and_issues_nothing(
+    app, session, factory, monkeypatch, row_triggers
+):
     """The bulk run checks its foreign keys set-based: a deployment deleted by a transaction that commits
     while the run waits to lock it leaves the run with a charge for a missing deployment, so nothing is
-    issued — no invoice, number, line, charge, settlement request or notification."""
+    issued — no invoice, number, line, charge, settlement request or notification. With the row triggers
+    on (a role that may not turn them off), they refuse it too."""
+    if row_triggers:
+        monkeypatch.setattr(monthly, "_row_triggers_off", lambda session: False)
     from sqlalchemy import text
     from sqlalchemy.exc import IntegrityError
 

@@ -3,9 +3,9 @@
 import logging
 import re
 
-from flask import Flask, abort, render_template, request, session
+from flask import Flask, abort, current_app, render_template, request, session, url_for
 from flask_login import current_user
-from markupsafe import escape
+from markupsafe import Markup, escape
 
 from app import accounts
 from app.billing.card_labels import card_label
@@ -13,7 +13,7 @@ from app.billing.money import format_money, format_unit_price
 from app.billing.vouchers import valid_until_text
 from app.extensions import db, login_manager
 from app.models import User
-from app.web.helpers import IdConverter, describe_device, is_htmx
+from app.web.helpers import MAX_ID, IdConverter, describe_device, is_htmx
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +21,15 @@ log = logging.getLogger(__name__)
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # Request bodies that are not form fields: validated by their signature (Stripe).
 RAW_BODY_ENDPOINTS = ("stripe.webhook",)
+# The site navigation: (endpoint, label); an endpoint whose blueprint is not registered is left out.
+CUSTOMER_NAV = (("customer.dashboard", "Dashboard"), ("customer.invoices", "Invoices"), ("customer.cards", "Cards"),
+                ("customer.balance", "Balance"), ("customer.deployments", "Deployments"), ("customer.activity", "Activity"),
+                ("customer.profile", "Profile"))
+ADMIN_NAV = (("admin.index", "Admin"), ("admin.invoices", "Invoices"), ("admin.customers", "Customers"),
+             ("admin.refunds", "Refunds"), ("admin.vouchers", "Vouchers"), ("admin.pricing", "Pricing"))
+STATIC_LINKS = (("pico_css", "vendor/pico-2.1.1.min.css"), ("paydesk_css", "paydesk.css"), ("htmx_js", "vendor/htmx-2.0.8.min.js"))
+PAGE_LINKS = (("index", "auth.index"), ("account", "auth.account"), ("logout", "auth.logout"), ("login", "auth.login"),
+              ("signup", "auth.signup"))
 
 
 @login_manager.user_loader
@@ -44,6 +53,43 @@ def _resolve_user_first() -> None:
     webhook (no user, no session: it is authenticated by its signature alone)."""
     if request.endpoint != "static" and request.endpoint not in RAW_BODY_ENDPOINTS:
         current_user._get_current_object()
+
+
+def _nav_items(entries) -> Markup:
+    return Markup("\n").join(
+        Markup('<li><a href="{}" id="nav-{}">{}</a></li>').format(url_for(endpoint), endpoint.replace(".", "-"), label)
+        for endpoint, label in entries if endpoint in current_app.view_functions
+    )
+
+
+def site_links() -> dict:
+    """The links every page's frame shows (stylesheets, script, navigation), built with url_for once
+    per app and script root: they depend on nothing else, and base.html needs them on every page."""
+    cache = current_app.extensions.setdefault("paydesk_site_links", {})
+    links = cache.get(request.script_root)
+    if links is None:
+        links = {name: url_for("static", filename=filename) for name, filename in STATIC_LINKS}
+        links.update({name: url_for(endpoint) for name, endpoint in PAGE_LINKS})
+        links["customer_nav"] = _nav_items(CUSTOMER_NAV)
+        links["admin_nav"] = _nav_items(ADMIN_NAV)
+        cache[request.script_root] = links
+    return links
+
+
+def id_url(endpoint: str, **one_id) -> str:
+    """url_for(endpoint, <name>=<id>) for an endpoint whose only argument is an id (IdConverter):
+    the URL around the id is built once per app and script root, the id put in per call."""
+    ((name, value),) = one_id.items()
+    cache = current_app.extensions.setdefault("paydesk_id_urls", {})
+    key = (endpoint, name, request.script_root)
+    parts = cache.get(key)
+    if parts is None:
+        marker = str(MAX_ID)
+        built = url_for(endpoint, **{name: MAX_ID})
+        if built.count(marker) != 1:
+            return url_for(endpoint, **one_id)
+        parts = cache[key] = tuple(built.split(marker))
+    return f"{parts[0]}{int(value)}{parts[1]}"  # as IdConverter.to_url
 
 
 def register_web(app: Flask) -> None:
@@ -73,6 +119,8 @@ def register_web(app: Flask) -> None:
     app.jinja_env.globals["card_label"] = card_label
     app.jinja_env.filters["device"] = describe_device
     app.jinja_env.globals["has_endpoint"] = lambda endpoint: endpoint in app.view_functions
+    app.jinja_env.globals["site_links"] = site_links
+    app.jinja_env.globals["id_url"] = id_url
 
     for code in (*ERROR_PAGES, 401, 405, 409, 413, 415, 422):
         app.register_error_handler(code, _error_page(code))

@@ -28,8 +28,21 @@ def _locale() -> str:
     return current_app.config["LOCALE"] if has_app_context() else "en_US"
 
 
+def _currency_and_locale(currency: str | None) -> tuple[str, str]:
+    """The currency (upper case; the app's unless given) and the app's locale, one context lookup."""
+    if has_app_context():
+        config = current_app.config
+        return (currency or config["CURRENCY"]).upper(), config["LOCALE"]
+    return (currency or "usd").upper(), "en_US"
+
+
 def minor_unit_factor(currency: str | None = None) -> int:
-    return 10 ** get_currency_precision((currency or _currency()).upper())
+    return _minor_unit_factor((currency or _currency()).upper())
+
+
+@lru_cache(maxsize=64)
+def _minor_unit_factor(currency: str) -> int:
+    return 10 ** get_currency_precision(currency)
 
 
 def to_decimal(cents: int, currency: str | None = None) -> Decimal:
@@ -37,7 +50,7 @@ def to_decimal(cents: int, currency: str | None = None) -> Decimal:
 
 
 def format_money(cents: int | None, currency: str | None = None) -> str:
-    return _format_money((currency or _currency()).upper(), _locale(), cents or 0)
+    return _format_money(*_currency_and_locale(currency), cents or 0)
 
 
 @lru_cache(maxsize=8192)
@@ -51,7 +64,7 @@ def format_unit_price(price: Decimal | None, currency: str | None = None) -> str
     """An exact unit price (up to 6 places), e.g. $0.10, $0.125, $0.123456 — never through float."""
     if price is None:
         return ""
-    return _format_unit_price((currency or _currency()).upper(), _locale(), Decimal(price))
+    return _format_unit_price(*_currency_and_locale(currency), Decimal(price))
 
 
 @lru_cache(maxsize=1024)

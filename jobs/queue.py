@@ -66,16 +66,43 @@ def _inline(func, *args, **kwargs) -> None:
     _inline_executor.submit(run)
 
 
+def _queue_for_enqueue(connection: Redis, name: str) -> Queue:
+    """One Queue object per connection and name, kept (enqueueing builds nothing else per call)."""
+    key = (id(connection), name)
+    queue = _queues.get(key)
+    if queue is None or queue.connection is not connection:
+        queue = _queues[key] = Queue(name, connection=connection)
+    return queue
+
+
+_queues: dict[tuple[int, str], Queue] = {}
+
+
 def enqueue(func, *args, job_id: str | None = None, queue_name: str = QUEUE_NAME, **options) -> bool:
     """Enqueue `func(*args)` on `queue_name`. Returns False (and logs) when the queue cannot be reached."""
+    return enqueue_calls([(func, args, {"job_id": job_id, "queue_name": queue_name, **options})])
+
+
+def enqueue_calls(calls: list[tuple]) -> bool:
+    """Enqueue every `(func, args, options)` (options as for `enqueue`) in one Redis round trip: one
+    MULTI/EXEC pipeline, so all of them are enqueued or none is (RQ alone takes two round trips per
+    job). Returns False (and logs) when the queue cannot be reached."""
     if _config("JOBS_MODE") == "inline":
-        _inline(func, *args)
+        for func, args, _options in calls:
+            _inline(func, *args)
         return True
     try:
-        get_queue(queue_name).enqueue(func, *args, job_id=job_id, **options)
+        connection = redis_connection()
+        with connection.pipeline() as pipe:
+            for func, args, options in calls:
+                options = dict(options)
+                queue = _queue_for_enqueue(connection, options.pop("queue_name", QUEUE_NAME))
+                queue.enqueue(func, *args, pipeline=pipe, **options)
+            pipe.execute()
         return True
     except Exception:
-        log.warning("could not enqueue %s%r; a periodic sweep will catch up", func.__name__, args, exc_info=True)
+        log.warning("could not enqueue %s; a periodic sweep will catch up",
+                    ", ".join(f"{func.__name__}{args!r}" for func, args, _options in calls), exc_info=True)
         return False
 
 

@@ -446,13 +446,19 @@ def announce_payment_failed(session: Session, attempt: ChargeAttempt, invoice_nu
     )
 
 
+def topup_receipt(payment_intent_id: str, amount_cents: int, at: datetime) -> dict:
+    """The top-up receipt's kind, key, subject, template and context (one definition, also for the
+    one-statement webhook credit in app.billing.topups)."""
+    return {
+        "kind": "topup_receipt", "key": f"topup-receipt:{payment_intent_id}",
+        "subject": "Receipt: your Paydesk balance was topped up", "template": "topup_receipt",
+        "context": {"amount_cents": amount_cents, "payment_intent_id": payment_intent_id, "at": at.isoformat()},
+    }
+
+
 def announce_topup(session: Session, customer_id: int, *, payment_intent_id: str, amount_cents: int,
                    at: datetime) -> bool:
-    return queue_notification(
-        session, user_id=customer_id, kind="topup_receipt", key=f"topup-receipt:{payment_intent_id}",
-        subject="Receipt: your Paydesk balance was topped up", template="topup_receipt",
-        context={"amount_cents": amount_cents, "payment_intent_id": payment_intent_id, "at": at.isoformat()},
-    )
+    return queue_notification(session, user_id=customer_id, **topup_receipt(payment_intent_id, amount_cents, at))
 
 
 def _card_context(card: Card) -> dict:

@@ -36,16 +36,21 @@ def set_settlement_enqueuer(enqueue: Callable[[int], object]) -> None:
     global _enqueue_settlement
     _enqueue_settlement = enqueue
 
-# Built once (hot path of every funds arrival); PostgreSQL and SQLite share the syntax.
+# The upsert's conflict rule (the generation moves; `enqueued_at` is claimed unless a job was enqueued
+# after :coalesce_after), shared with statements that write the request together with the funds
+# (app.billing.topups). PostgreSQL and SQLite share the syntax.
+UPSERT_ON_CONFLICT_SQL = (
+    "ON CONFLICT (customer_id) DO UPDATE SET generation = settlement_requests.generation + 1, "
+    "requested_at = excluded.requested_at, "
+    "enqueued_at = CASE WHEN settlement_requests.enqueued_at > :coalesce_after "
+    "THEN settlement_requests.enqueued_at ELSE excluded.enqueued_at END "
+    "RETURNING enqueued_at"
+)
+# Built once (hot path of every funds arrival).
 _UPSERT = (
     text(
         "INSERT INTO settlement_requests (customer_id, generation, requested_at, enqueued_at) "
-        "VALUES (:customer_id, 1, :now, :now) "
-        "ON CONFLICT (customer_id) DO UPDATE SET generation = settlement_requests.generation + 1, "
-        "requested_at = excluded.requested_at, "
-        "enqueued_at = CASE WHEN settlement_requests.enqueued_at > :coalesce_after "
-        "THEN settlement_requests.enqueued_at ELSE excluded.enqueued_at END "
-        "RETURNING enqueued_at"
+        "VALUES (:customer_id, 1, :now, :now) " + UPSERT_ON_CONFLICT_SQL
     )
     .bindparams(bindparam("now", type_=UTCDateTime()), bindparam("coalesce_after", type_=UTCDateTime()))
     .columns(enqueued_at=UTCDateTime())
@@ -58,14 +63,27 @@ def request_settlement(session: Session, customer_id: int) -> None:
     now = utcnow()
     enqueued_at = (
         session.connection()
-        .execute(
-            _UPSERT,
-            {"customer_id": customer_id, "now": now, "coalesce_after": now - timedelta(seconds=ENQUEUE_COALESCE_SECONDS)},
-        )
+        .execute(_UPSERT, {"customer_id": customer_id, "now": now, "coalesce_after": coalesce_after(now)})
         .scalar_one()
     )
+    note_upserted(session, customer_id, enqueued_at, now)
+
+
+def coalesce_after(now):
+    """The `:coalesce_after` of UPSERT_ON_CONFLICT_SQL for an upsert at `now`."""
+    return now - timedelta(seconds=ENQUEUE_COALESCE_SECONDS)
+
+
+def note_upserted(session: Session, customer_id: int, enqueued_at, now) -> None:
+    """After an upsert at `now` that returned `enqueued_at`: when this transaction claimed the
+    enqueue, the job is enqueued once it commits."""
     if enqueued_at == now:
         session.info.setdefault(_PENDING_KEY, set()).add(customer_id)
+
+
+def pop_pending_enqueues(session: Session) -> list[int]:
+    """The customers whose settlement job this (committed) transaction must enqueue, handed over once."""
+    return sorted(session.info.pop(_PENDING_KEY, ()))
 
 
 def pending_settlement_customers(session: Session, limit: int = 500) -> list[int]:
@@ -78,10 +96,10 @@ def pending_settlement_customers(session: Session, limit: int = 500) -> list[int
 
 @event.listens_for(Session, "after_commit")
 def _enqueue_after_commit(session: Session) -> None:
-    customers = session.info.pop(_PENDING_KEY, None)
+    customers = pop_pending_enqueues(session)
     if not customers or _enqueue_settlement is None:
         return
-    for customer_id in sorted(customers):
+    for customer_id in customers:
         _enqueue_settlement(customer_id)
 
 

@@ -7,6 +7,10 @@ applies the handler in the same transaction: a concurrent duplicate blocks on th
 finds the row and does nothing; a handler failure rolls back the event row too, so Stripe's retry
 (or the reconciler) applies it later. Handlers are idempotent anyway (ledger keys, unique
 payment-method ids), so out-of-order and repeated related events are harmless.
+
+The common delivery, a payment_intent.succeeded top-up, is claimed and applied by one statement on
+PostgreSQL (`topups.claim_and_credit_payment_intent_event`: same rows, same keys, one round trip and
+one commit); whatever that statement refuses is applied here the general way.
 """
 
 import logging
@@ -57,6 +61,14 @@ def apply_event(session: Session, event, *, source: str = "webhook", payload: by
     except MalformedEvent as malformed:
         record_ignored_event(session, malformed, source=source)
         raise
+    if parsed.type == "payment_intent.succeeded":
+        # the common delivery, a top-up: claimed and credited by one statement where it can be
+        applied = topups.claim_and_credit_payment_intent_event(
+            session, event_id=parsed.id, created=parsed.created, stripe_customer=parsed.stripe_customer,
+            intent=parsed.object, source=source,
+        )
+        if applied is not None:
+            return applied
     handler = HANDLERS.get(parsed.type)
     # One statement: map the Stripe customer and claim the event id (the unique key).
     recorded = (

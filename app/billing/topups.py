@@ -9,15 +9,17 @@ entry's idempotency key is `topup:<payment_intent_id>`.
 from dataclasses import dataclass
 
 from flask import current_app
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import Integer, String, bindparam, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.billing import notifications
+from app.billing import notifications, settlement_requests
 from app.billing.ledger import post_entry
 from app.billing.money import format_money
 from app.billing.settlement_requests import request_settlement
 from app.billing.stripe_customers import customer_id_for, ensure_stripe_customer
 from app.models.base import UTCDateTime, utcnow
+from app.models.notification import Notification
 from app.models.stripe_events import Topup
 from app.payments import gateway
 
@@ -143,17 +145,116 @@ def credit_from_checkout_session(session: Session, checkout: dict, customer_id: 
     )
 
 
+def topup_amount(intent: dict) -> int | None:
+    """The amount a payment intent tops up: None unless it is a succeeded top-up (marked by its
+    metadata) of a positive amount."""
+    if (intent.get("metadata") or {}).get("paydesk_purpose") != PURPOSE or intent.get("status") != "succeeded":
+        return None
+    amount = int(intent.get("amount_received") or intent.get("amount") or 0)
+    return amount if amount > 0 else None
+
+
 def credit_from_payment_intent(session: Session, intent: dict, customer_id: int | None) -> Credited | None:
     """payment_intent.succeeded for a top-up (marked by its metadata) of `customer_id` (the
     customer its Stripe customer maps to). Does not commit."""
-    if (intent.get("metadata") or {}).get("paydesk_purpose") != PURPOSE or intent.get("status") != "succeeded":
-        return None
-    if customer_id is None:
-        return None
-    amount = int(intent.get("amount_received") or intent.get("amount") or 0)
-    if amount <= 0:
+    amount = topup_amount(intent)
+    if amount is None or customer_id is None:
         return None
     return credit_topup(session, customer_id, payment_intent_id=intent["id"], amount_cents=amount)
+
+
+# PostgreSQL: a payment_intent.succeeded top-up event applied by one statement, built once. Each
+# part writes only from the row the part before it returned, so it is all or nothing:
+#   claim    the event id (`stripe_events`, the exactly-once key; the Stripe customer mapped inside):
+#            a concurrent duplicate waits on the key and then writes nothing at all;
+#   entry    the ledger entry (key `topup:<pi>`), a plain INSERT: a key already used (the same payment
+#            credited through another event) aborts the statement with a unique violation;
+#   moved    the cash balance, by the entry's amount: the CHECK constraints on `users` abort the
+#            statement when it would leave its bounds (no row is ever moved without its entry);
+#   topup    the `topups` row; request: the settlement request (outbox), coalescing as
+#            app.billing.settlement_requests does; receipt: the receipt notification (outbox),
+#            `skipped` for a customer who turned receipts off (read from the row `moved` locked).
+# An aborted statement wrote nothing; the caller then applies the event the general way, which
+# tells those cases apart exactly as it always has.
+_CLAIM_AND_CREDIT = (
+    text(
+        "WITH claim AS (INSERT INTO stripe_events (id, type, created, customer_id, source, processed_at, outcome) "
+        "VALUES (:event_id, 'payment_intent.succeeded', :created, "
+        "(SELECT customer_id FROM billing_customers WHERE stripe_customer_id = :stripe_customer), "
+        ":source, :now, 'applied') ON CONFLICT (id) DO NOTHING RETURNING customer_id), "
+        "entry AS (INSERT INTO ledger_entries "
+        "(customer_id, account, amount_cents, kind, reference, idempotency_key, note, created_at) "
+        "SELECT customer_id, 'cash', :amount_cents, 'topup', :payment_intent_id, :idempotency_key, "
+        "'Card top-up', :now FROM claim WHERE customer_id IS NOT NULL RETURNING id, customer_id), "
+        "moved AS (UPDATE users SET cash_balance_cents = cash_balance_cents + :amount_cents FROM entry "
+        "WHERE users.id = entry.customer_id RETURNING users.id, users.email_receipts), "
+        "topup AS (INSERT INTO topups (customer_id, payment_intent_id, checkout_session_id, amount_cents, "
+        "refunded_cents, ledger_entry_id, created_at) "
+        "SELECT customer_id, :payment_intent_id, NULL, :amount_cents, 0, id, :now FROM entry "
+        "ON CONFLICT (payment_intent_id) DO NOTHING), "
+        "request AS (INSERT INTO settlement_requests (customer_id, generation, requested_at, enqueued_at) "
+        "SELECT customer_id, 1, :now, :now FROM entry " + settlement_requests.UPSERT_ON_CONFLICT_SQL + "), "
+        "receipt AS (INSERT INTO notifications (customer_id, kind, key, subject, template, context, attachment, "
+        "status, message_id, created_at, next_attempt_at, attempts, skipped_at) "
+        "SELECT moved.id, :n_kind, :n_key, :n_subject, :n_template, :n_context, NULL, "
+        "CASE WHEN :n_optional AND NOT moved.email_receipts THEN 'skipped' ELSE 'pending' END, "
+        ":n_message_id, :now, :n_next_attempt_at, 0, "
+        "CASE WHEN :n_optional AND NOT moved.email_receipts THEN :now END FROM moved "
+        "ON CONFLICT (key) DO NOTHING RETURNING id, status) "
+        "SELECT (SELECT count(*) FROM claim) AS claimed, (SELECT customer_id FROM entry) AS credited_customer, "
+        "(SELECT enqueued_at FROM request) AS enqueued_at, "
+        "(SELECT id FROM receipt) AS receipt_id, (SELECT status FROM receipt) AS receipt_status"
+    )
+    .bindparams(
+        bindparam("now", type_=UTCDateTime()),
+        bindparam("coalesce_after", type_=UTCDateTime()),
+        bindparam("n_next_attempt_at", type_=UTCDateTime()),
+        bindparam("n_context", type_=Notification.__table__.c.context.type),
+    )
+    .columns(claimed=Integer(), credited_customer=Integer(), enqueued_at=UTCDateTime(), receipt_id=Integer(),
+             receipt_status=String())
+)
+
+
+def claim_and_credit_payment_intent_event(session: Session, *, event_id: str, created: int,
+                                          stripe_customer: str | None, intent: dict, source: str) -> bool | None:
+    """Apply a payment_intent.succeeded top-up event in one statement, which is its own transaction
+    (PostgreSQL, a session that has not begun one): the claim, the credit, the `topups` row, the
+    settlement request and the receipt commit together or not at all, with one round trip and
+    one commit. Returns True when applied, False for an event already processed, and None when it
+    must be applied the general way (not a top-up, not PostgreSQL, a session already in a
+    transaction, or the statement refused: the key already used, a balance bound) — nothing was
+    written then. Ends the session's transaction (commits, so the after-commit hooks enqueue)."""
+    amount = topup_amount(intent)
+    if amount is None or session.in_transaction() or session.get_bind().dialect.name != "postgresql":
+        return None
+    now = utcnow()
+    receipt = notifications.topup_receipt(intent["id"], amount, now)
+    params = {
+        "event_id": event_id, "created": created, "stripe_customer": stripe_customer, "source": source,
+        "now": now, "amount_cents": amount, "payment_intent_id": intent["id"],
+        "idempotency_key": f"topup:{intent['id']}", "coalesce_after": settlement_requests.coalesce_after(now),
+        "n_kind": receipt["kind"], "n_key": receipt["key"], "n_subject": receipt["subject"],
+        "n_template": receipt["template"], "n_context": receipt["context"],
+        "n_optional": notifications.is_optional(receipt["kind"]),
+        "n_message_id": notifications.message_id_for(receipt["key"]),
+        "n_next_attempt_at": now + notifications.REQUEUE_AFTER,
+    }
+    try:
+        connection = session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        row = connection.execute(_CLAIM_AND_CREDIT, params).one()
+    except IntegrityError:
+        session.rollback()
+        return None
+    except Exception:
+        session.rollback()
+        raise
+    if row.credited_customer is not None:
+        settlement_requests.note_upserted(session, row.credited_customer, row.enqueued_at, now)
+        if row.receipt_status == "pending":
+            notifications.note_pending(session, [row.receipt_id])
+    session.commit()
+    return bool(row.claimed)
 
 
 def complete_topup_from_checkout(session: Session, customer_id: int, checkout_session_id: str) -> Credited:

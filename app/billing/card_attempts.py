@@ -6,8 +6,9 @@ Read-only. Nothing here changes a card or the default: the customer decides.
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
-from sqlalchemy import select
+from sqlalchemy import Integer, bindparam, select
 from sqlalchemy.orm import Session
 
 from app.billing.card_labels import card_label as label_of_card
@@ -191,15 +192,25 @@ def declining_default_card(session: Session, customer_id: int, limit: int = 20, 
         )
     if default is None:
         return None
-    recent = list(session.scalars(
-        select(ChargeAttempt).where(ChargeAttempt.card_id == default.id, ChargeAttempt.status.notin_(UNRESOLVED_STATES))
-        .order_by(ChargeAttempt.created_at.desc(), ChargeAttempt.id.desc()).limit(limit)
-    ))
+    recent = session.execute(_recent_attempts_statement(), {"card_id": default.id, "limit": limit}).all()
     refusals = []
-    for attempt in recent:
-        if attempt.status not in REFUSED_STATES:
+    for attempt_id, status in recent:
+        if status not in REFUSED_STATES:
             break
-        refusals.append(attempt)
+        refusals.append(attempt_id)
     if not refusals:
         return None
-    return DecliningCard(default.id, card_label(default), len(refusals), attempt_views(session, refusals[:1])[0])
+    newest = session.get(ChargeAttempt, refusals[0])
+    return DecliningCard(default.id, card_label(default), len(refusals), attempt_views(session, [newest])[0])
+
+
+@lru_cache(maxsize=1)
+def _recent_attempts_statement():
+    """A card's latest resolved charge attempts (id and status, newest first), built once; bound:
+    card id and how many."""
+    return (
+        select(ChargeAttempt.id, ChargeAttempt.status)
+        .where(ChargeAttempt.card_id == bindparam("card_id", type_=Integer), ChargeAttempt.status.notin_(UNRESOLVED_STATES))
+        .order_by(ChargeAttempt.created_at.desc(), ChargeAttempt.id.desc())
+        .limit(bindparam("limit", type_=Integer))
+    )

@@ -27,8 +27,9 @@ from functools import lru_cache
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Integer, String, bindparam, func, select, update
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 from zxcvbn import zxcvbn
 
 from app.billing.notifications import queue_notification
@@ -264,17 +265,43 @@ def _live(now: datetime, idle_timeout: timedelta, max_age: timedelta):
 @lru_cache(maxsize=1)
 def _session_user_statement():
     """The live-session check every request makes, built once (bound: token hash, user id and the
-    two limits as moments), so a request pays for running it, not for constructing it."""
+    two limits as moments), as a Core statement: the user's columns (in `_user_keys()` order), then
+    the session's id and last_seen_at. A request pays for running it, not for constructing it nor
+    for the ORM's per-statement machinery."""
+    users, sessions = User.__table__, UserSession.__table__
     return (
-        select(User, UserSession.id, UserSession.last_seen_at)
-        .join(UserSession, UserSession.user_id == User.id)
+        select(*_user_columns(), sessions.c.id, sessions.c.last_seen_at)
+        .join(sessions, sessions.c.user_id == users.c.id)
         .where(
-            UserSession.token_hash == bindparam("token_hash", type_=String), User.id == bindparam("user_id", type_=Integer),
-            UserSession.ended_at.is_(None),
-            UserSession.last_seen_at > bindparam("idle_after", type_=UTCDateTime),
-            UserSession.created_at > bindparam("born_after", type_=UTCDateTime),
+            sessions.c.token_hash == bindparam("token_hash", type_=String), users.c.id == bindparam("user_id", type_=Integer),
+            sessions.c.ended_at.is_(None),
+            sessions.c.last_seen_at > bindparam("idle_after", type_=UTCDateTime),
+            sessions.c.created_at > bindparam("born_after", type_=UTCDateTime),
         )
     )
+
+
+def _user_columns():
+    return [prop.columns[0] for prop in sa_inspect(User).column_attrs]
+
+
+@lru_cache(maxsize=1)
+def _user_keys() -> tuple[str, ...]:
+    return tuple(prop.key for prop in sa_inspect(User).column_attrs)
+
+
+def _persistent_user(session: Session, values: dict) -> User:
+    """The User of these loaded column values, part of `session` as if the ORM had loaded it: the
+    instance already in the session's identity map if there is one, else a new one whose values
+    are its committed (unmodified) state, so later `session.get(User, id)` needs no query."""
+    key = sa_inspect(User).identity_key_from_primary_key((values["id"],))
+    existing = session.identity_map.get(key)
+    if existing is not None:
+        return existing
+    user = User(**values)
+    make_transient_to_detached(user)
+    session.add(user)
+    return user
 
 
 def session_user(session: Session, user_id: int, token: str, *, idle_timeout: timedelta, max_age: timedelta,
@@ -283,17 +310,17 @@ def session_user(session: Session, user_id: int, token: str, *, idle_timeout: ti
     `last_seen_at` moves at most once a minute, so a busy session costs one UPDATE a minute.
     The rule is `_live`'s, with its moments bound."""
     now = utcnow()
-    row = session.execute(
+    row = session.connection().execute(
         _session_user_statement(),
         {"token_hash": _token_hash(token), "user_id": user_id, "idle_after": now - idle_timeout, "born_after": now - max_age},
     ).first()
     if row is None:
         return None
-    user, session_id, last_seen_at = row
+    *user_values, session_id, last_seen_at = row
     if touch and now - last_seen_at >= SESSION_TOUCH_INTERVAL:
         session.execute(update(UserSession).where(UserSession.id == session_id).values(last_seen_at=now))
         session.commit()
-    return user
+    return _persistent_user(session, dict(zip(_user_keys(), user_values, strict=True)))
 
 
 def active_sessions(session: Session, user_id: int, *, idle_timeout: timedelta, max_age: timedelta) -> list[UserSession]:

@@ -11,7 +11,7 @@ import logging
 from app.billing import notifications
 from app.models.base import utcnow
 from jobs.mail import EMAIL_RETRY
-from jobs.queue import enqueue
+from jobs.queue import enqueue, enqueue_calls, enqueue_settlement, settlement_call
 from jobs.runtime import job_session
 
 log = logging.getLogger(__name__)
@@ -27,11 +27,32 @@ def enqueue_notification_sends(notification_ids: list[int]) -> None:
     if len(notification_ids) > ENQUEUE_LIMIT:
         log.info("%d notifications left to the sweep", len(notification_ids))
         return
+    enqueue_calls(_send_calls(notification_ids))
+
+
+def _send_calls(notification_ids: list[int]) -> list[tuple]:
     if len(notification_ids) == 1:
-        enqueue(send_notification, notification_ids[0], retry=EMAIL_RETRY)
+        return [(send_notification, (notification_ids[0],), {"retry": EMAIL_RETRY})]
+    return [(send_notifications, (notification_ids[start : start + SWEEP_BATCH],), {})
+            for start in range(0, len(notification_ids), SWEEP_BATCH)]
+
+
+def enqueue_sends_and_settlements(notification_ids: list[int], customer_ids: list[int]) -> None:
+    """After a commit that queued notifications and asked for settlements: the settlement jobs (as
+    `enqueue_settlement` enqueues them) and the sends in one Redis round trip. Never raises; if it
+    fails, the settlement and notification sweeps catch up, as with separate enqueues."""
+    settlements = [settlement_call(customer_id) for customer_id in customer_ids]
+    if len(notification_ids) > ENQUEUE_LIMIT:
+        log.info("%d notifications left to the sweep", len(notification_ids))
+        enqueue_calls(settlements)
         return
-    for start in range(0, len(notification_ids), SWEEP_BATCH):
-        enqueue(send_notifications, notification_ids[start : start + SWEEP_BATCH])
+    enqueue_calls(settlements + _send_calls(notification_ids))
+
+
+# app.billing.notifications hands the settlement jobs of the same commit to this sender as well
+# (one round trip for both) when settlements are enqueued by `enqueue_settlement`.
+enqueue_notification_sends.batches_with = enqueue_settlement
+enqueue_notification_sends.with_settlements = enqueue_sends_and_settlements
 
 
 def send_notification(notification_id: int) -> str:

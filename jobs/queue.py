@@ -107,9 +107,14 @@ def enqueue_calls(calls: list[tuple]) -> bool:
 
 
 def enqueue_settlement(customer_id: int) -> bool:
+    return enqueue_calls([settlement_call(customer_id)])
+
+
+def settlement_call(customer_id: int) -> tuple:
+    """What `enqueue_settlement` enqueues, as a call for `enqueue_calls` (batched with other jobs)."""
     from jobs.settlement import settle_customer_job
 
-    return enqueue(settle_customer_job, customer_id, queue_name=SETTLEMENT_QUEUE)
+    return settle_customer_job, (customer_id,), {"queue_name": SETTLEMENT_QUEUE}
 
 
 def enqueue_settlement_sweep() -> bool:

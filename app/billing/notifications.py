@@ -27,7 +27,7 @@ from flask import current_app
 from sqlalchemy import Integer, String, bindparam, event, select, text
 from sqlalchemy.orm import Session
 
-from app.billing import outbox
+from app.billing import outbox, settlement_requests
 from app.billing.card_attempts import REFUSED_STATES, card_label, invoice_attempts, payment_source_label
 from app.models import Card, ChargeAttempt, Invoice, User
 from app.models.base import UTCDateTime, utcnow
@@ -171,11 +171,23 @@ def register_notification_sender(sender: Callable[[list[int]], object]) -> None:
     _sender = sender
 
 
-@event.listens_for(Session, "after_commit")
+# Run before the other after-commit hooks (insert=True): when the registered sender says it also
+# enqueues settlement jobs the way the registered settlement enqueuer does (`sender.batches_with` is
+# that enqueuer and `sender.with_settlements(ids, customers)` sends both), the settlement jobs this
+# commit asks for are handed to it too, so the two reach the queue together (one Redis round trip);
+# settlement_requests' own hook then finds nothing left. Otherwise each hook enqueues its own.
+@event.listens_for(Session, "after_commit", insert=True)
 def _send_after_commit(session: Session) -> None:
     ids = sorted(session.info.pop(_PENDING_KEY, ()))
-    if ids and _sender is not None:
-        _sender(ids)
+    if not ids or _sender is None:
+        return
+    enqueuer = settlement_requests.settlement_enqueuer()
+    if enqueuer is not None and getattr(_sender, "batches_with", None) is enqueuer:
+        customers = settlement_requests.pop_pending_enqueues(session)
+        if customers:
+            _sender.with_settlements(ids, customers)
+            return
+    _sender(ids)
 
 
 @event.listens_for(Session, "after_rollback")

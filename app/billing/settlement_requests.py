@@ -36,6 +36,11 @@ def set_settlement_enqueuer(enqueue: Callable[[int], object]) -> None:
     global _enqueue_settlement
     _enqueue_settlement = enqueue
 
+
+def settlement_enqueuer() -> Callable[[int], object] | None:
+    """The registered enqueuer (a notification sender that batches with it may take its work)."""
+    return _enqueue_settlement
+
 # The upsert's conflict rule (the generation moves; `enqueued_at` is claimed unless a job was enqueued
 # after :coalesce_after), shared with statements that write the request together with the funds
 # (app.billing.topups). PostgreSQL and SQLite share the syntax.

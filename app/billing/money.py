@@ -53,6 +53,12 @@ def format_money(cents: int | None, currency: str | None = None) -> str:
     return _format_money(*_currency_and_locale(currency), cents or 0)
 
 
+def format_money_for(config, cents: int | None) -> str:
+    """`format_money` in the currency and locale of this app config (the template filter: the
+    app is known, no context lookup per amount)."""
+    return _format_money(config["CURRENCY"].upper(), config["LOCALE"], cents or 0)
+
+
 @lru_cache(maxsize=8192)
 def _format_money(currency: str, locale: str, cents: int) -> str:
     """Babel's formatting is a pure function of its inputs and costs ~0.1 ms a call; pages format

@@ -9,7 +9,7 @@ from markupsafe import Markup, escape
 
 from app import accounts
 from app.billing.card_labels import card_label
-from app.billing.money import format_money, format_unit_price
+from app.billing.money import format_money_for, format_unit_price
 from app.billing.vouchers import valid_until_text
 from app.extensions import db, login_manager
 from app.models import User
@@ -112,7 +112,8 @@ def register_web(app: Flask) -> None:
     app.register_blueprint(stripe_bp, url_prefix="/stripe")
     app.register_blueprint(health_bp)
 
-    app.jinja_env.filters["money"] = lambda cents: format_money(cents)
+    config = app.config
+    app.jinja_env.filters["money"] = lambda cents: format_money_for(config, cents)
     app.jinja_env.filters["unit_price"] = lambda price: format_unit_price(price)
     app.jinja_env.filters["valid_until"] = valid_until_text
     app.jinja_env.globals["is_htmx"] = is_htmx

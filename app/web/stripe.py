@@ -7,6 +7,7 @@ from flask_login import current_user
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.billing import cards, topups
+from app.billing.ledger import BalanceLimitExceeded
 from app.billing.money import format_money
 from app.billing.stripe_events import apply_event
 from app.extensions import csrf, db, limiter
@@ -69,6 +70,12 @@ def webhook():
     except gateway.PaymentError:
         log.warning("Stripe event %s could not be applied now; Stripe will retry", event["id"], exc_info=True)
         return jsonify(error="temporarily unavailable"), 503
+    except BalanceLimitExceeded:
+        # Nothing was written (the transaction is rolled back): the event stays unprocessed, so Stripe's
+        # retries and the events reconciliation keep it visible until an admin settles it by hand.
+        db.session.rollback()
+        log.error("Stripe event %s would take a balance past its limit; not applied", event["id"])
+        return jsonify(error="the customer's balance would exceed its limit; not applied"), 422
     return jsonify(received=True, duplicate=not applied), 200
 
 

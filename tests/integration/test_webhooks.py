@@ -212,3 +212,19 @@ def test_a_refund_confirmed_by_stripe_settles_the_pending_refund_part(client, se
     part = session.get(CashRefund, part.id)
     assert (part.status, part.stripe_refund_id) == ("succeeded", "re_1")
     assert _cash(session, customer.id) == 2500  # the ledger moved when the refund was requested, not here
+
+
+def test_a_top_up_that_would_take_the_balance_past_its_limit_is_refused_and_writes_nothing(client, session, customer):
+    from app.billing.ledger import MAX_BALANCE_CENTS
+
+    user = session.get(User, customer.id)
+    user.cash_balance_cents = MAX_BALANCE_CENTS - 100
+    session.commit()
+    evt = event("payment_intent.succeeded", topup_intent("pi_past_limit", customer.stripe_id, 2500))
+    response = _post(client, evt)
+    assert response.status_code == 422
+    assert "limit" in response.get_json()["error"]
+    assert _cash(session, customer.id) == MAX_BALANCE_CENTS - 100
+    assert cash_entries(session, customer.id) == []
+    assert session.get(StripeEvent, evt["id"]) is None
+    assert session.scalar(select(func.count()).select_from(Topup)) == 0

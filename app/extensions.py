@@ -6,6 +6,7 @@ from flask import current_app, g
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
+from flask_talisman import Talisman
 from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DisconnectionError
@@ -14,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 login_manager = LoginManager()
 csrf = CSRFProtect()
 limiter = Limiter(key_func=get_remote_address, default_limits=[])
+talisman = Talisman()
 # A pooled connection idle longer than this is pinged before it is handed out (see make_engine).
 PING_AFTER_IDLE_SECONDS = 10.0
 

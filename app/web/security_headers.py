@@ -1,5 +1,5 @@
 """Response headers every route gets (ASVS V3.4, V14.4): a strict CSP, framing refused, nosniff,
-Referrer-Policy, HSTS over HTTPS (the values flask-talisman sent, computed once per app), and `Cache-Control: no-store` on everything
+Referrer-Policy, HSTS over HTTPS (flask-talisman), and `Cache-Control: no-store` on everything
 that is not a static file — pages with money and personal data, PDFs, CSVs and API answers.
 
 The CSP allows no inline script or style: templates carry no `<script>` bodies, `style="…"`
@@ -12,6 +12,8 @@ form post, and starting Checkout is exactly that).
 from urllib.parse import urlsplit
 
 from flask import Flask, request
+
+from app.extensions import talisman
 
 STRIPE_CHECKOUT_ORIGIN = "https://checkout.stripe.com"
 HSTS_MAX_AGE_SECONDS = 365 * 24 * 3600
@@ -38,42 +40,30 @@ def content_security_policy(config) -> dict[str, str]:
     }
 
 
-HSTS_VALUE = f"max-age={HSTS_MAX_AGE_SECONDS}; includeSubDomains"
-PERMISSIONS_POLICY = {"camera": "()", "microphone": "()", "geolocation": "()", "payment": "()"}
-
-
-def security_headers(config) -> dict[str, str]:
-    """The headers every response gets (HSTS aside: HTTPS only), in flask-talisman's order and format."""
-    csp = "; ".join(f"{directive} {sources}" for directive, sources in content_security_policy(config).items())
-    return {
-        "Permissions-Policy": ", ".join(f"{feature}={allow}" for feature, allow in PERMISSIONS_POLICY.items()),
-        "X-Frame-Options": "DENY",
-        "X-Content-Type-Options": "nosniff",
-        "Content-Security-Policy": csp,
-        "Referrer-Policy": "same-origin",
-    }
-
-
 def register_security_headers(app: Flask) -> None:
-    """The header values are computed here, once per app: every response carries the same ones
-    (flask-talisman's values, which it rebuilt for every response). The session cookie is
-    HttpOnly with the configured SameSite (its Secure flag follows BASE_URL, in app.config)."""
-    app.config["SESSION_COOKIE_SAMESITE"] = app.config.get("SESSION_COOKIE_SAMESITE", "Lax")
-    app.config["SESSION_COOKIE_HTTPONLY"] = True
-    always = tuple(security_headers(app.config).items())
-    hsts = ("Strict-Transport-Security", HSTS_VALUE)
-
-    def set_security_headers(response):
-        headers = response.headers
-        for name, value in always:
-            headers[name] = value
+    talisman.init_app(
+        app,
         # TLS ends at the proxy in front of gunicorn; HSTS is sent whenever the request came in
         # over HTTPS (directly or as told by X-Forwarded-Proto), and never forces a redirect here.
-        if request.is_secure or request.headers.get("X-Forwarded-Proto", "http") == "https":
-            headers[hsts[0]] = hsts[1]
-        if request.endpoint != "static":
-            headers["Cache-Control"] = "no-store"
-            headers.setdefault("Pragma", "no-cache")
-        return response
+        force_https=False,
+        strict_transport_security=True,
+        strict_transport_security_max_age=HSTS_MAX_AGE_SECONDS,
+        strict_transport_security_include_subdomains=True,
+        # Cookie flags stay in app.config (SESSION_COOKIE_SECURE follows BASE_URL).
+        session_cookie_secure=False,
+        session_cookie_http_only=True,
+        session_cookie_samesite=app.config.get("SESSION_COOKIE_SAMESITE", "Lax"),
+        frame_options="DENY",
+        content_security_policy=content_security_policy(app.config),
+        referrer_policy="same-origin",
+        x_xss_protection=False,
+        permissions_policy={"camera": "()", "microphone": "()", "geolocation": "()", "payment": "()"},
+    )
+    app.after_request(_no_store_unless_static)
 
-    app.after_request(set_security_headers)
+
+def _no_store_unless_static(response):
+    if request.endpoint != "static":
+        response.headers["Cache-Control"] = "no-store"
+        response.headers.setdefault("Pragma", "no-cache")
+    return response

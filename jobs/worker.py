@@ -9,13 +9,42 @@ drops the database connections it inherited, as SQLAlchemy requires after fork()
 Settlement jobs (the `paydesk-settlement` and `paydesk-recovery` queues, `jobs.queue.IN_PROCESS_QUEUES`)
 are not worth a fork: a few milliseconds of SQL each, where the fork and its bookkeeping cost more
 than the work. They run in the worker process itself, like RQ's SimpleWorker (same job timeout, by
-SIGALRM). Nothing about their safety rests on the fork: a settlement killed mid-run loses nothing
+SIGALRM). Every child the worker forks is killed with it (PR_SET_PDEATHSIG), so no work-horse or
+scheduler outlives a killed worker. Nothing about their safety rests on the fork: a settlement killed mid-run loses nothing
 (its transaction rolls back, its advisory lock dies with its connection, the outbox row stays for
 the sweep), whether the process killed is a horse or the worker.
 """
 
+import ctypes
+import os
+import signal
+import sys
+
 from rq.defaults import DEFAULT_WORKER_TTL
 from rq.worker import Worker, WorkerStatus
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_forking_parent_pid: int | None = None
+
+
+def _remember_forking_parent() -> None:
+    global _forking_parent_pid
+    _forking_parent_pid = os.getpid()
+
+
+def _die_with_parent() -> None:
+    """In every child the worker forks (each work-horse, the `--with-scheduler` scheduler): ask Linux
+    to SIGKILL it when the worker dies, however the worker dies. RQ puts each horse in a process group
+    of its own (`os.setpgrp()`), so signalling the worker's group does not reach it; without this, a
+    horse (or the scheduler) outlived a SIGKILLed worker and ran on, unsupervised."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if _forking_parent_pid is not None and os.getppid() != _forking_parent_pid:
+        os._exit(1)  # the worker died between fork() and prctl(): it will never notice this child
 
 
 class PaydeskWorker(Worker):
@@ -23,6 +52,7 @@ class PaydeskWorker(Worker):
         super().__init__(*args, **kwargs)
         from jobs.runtime import warm_up
 
+        os.register_at_fork(before=_remember_forking_parent, after_in_child=_die_with_parent)
         warm_up()
 
     def execute_job(self, job, queue):

@@ -46,8 +46,9 @@ PERIODIC = [
 ]
 
 
-def start_inline_scheduler(app, tick_seconds: float = 30.0) -> threading.Thread:
-    """Embedded default only: run interval jobs in a daemon thread, cron jobs when due (checked each tick)."""
+def start_inline_scheduler(app, tick_seconds: float = 1.0) -> threading.Thread:
+    """Embedded default only: run interval jobs in a daemon thread, cron jobs when due (checked each tick).
+    The tick is short so that the settlement sweep keeps its 5-second interval here too."""
     from croniter import croniter
 
     from app.models.base import utcnow

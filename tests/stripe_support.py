@@ -108,3 +108,16 @@ def stripe_events_at_emulator() -> list[dict]:
     from app.payments import gateway
 
     return sorted(gateway.iter_events(), key=lambda e: e["created"])
+
+
+def wait_for_events(session, *types, timeout=20.0) -> None:
+    """Wait until the emulator's webhooks of these types reached the app (no fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        session.expire_all()
+        seen = set(session.scalars(select(StripeEvent.type)))
+        session.rollback()
+        if seen >= set(types):
+            return
+        time.sleep(0.1)  # polling interval of the bounded wait
+    raise AssertionError(f"webhooks {sorted(set(types) - seen)} not received (received: {sorted(seen)})")

@@ -106,6 +106,10 @@ class EmulatorProcess:
     def clear_faults(self) -> None:
         self._call("DELETE", "/_emulator/faults")
 
+    def faults(self) -> list[dict]:
+        """The faults still armed: one is gone once as many requests as its count have met it."""
+        return json.loads(self._call("GET", "/_emulator/faults"))["faults"]
+
     def deliveries(self) -> list[dict]:
         """The emulator's own webhook deliveries (checkout.session.* events), for debugging."""
         return json.loads(self._call("GET", "/_emulator/deliveries"))["deliveries"]

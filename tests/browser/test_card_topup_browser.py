@@ -2,33 +2,18 @@
 for 3-D Secure goes through the emulator's hosted Checkout page instead."""
 
 import re
-import time
 
 import pytest
 from playwright.sync_api import expect
 from sqlalchemy import func, select
 
 from app.models import BillingCustomer, User
-from app.models.stripe_events import CardTopup, StripeEvent
+from app.models.stripe_events import CardTopup
 from tests.browser.test_cards_browser import _login
 from tests.money_support import add_card, payment_intents
-from tests.stripe_support import cash_entries
+from tests.stripe_support import cash_entries, wait_for_events
 
 pytestmark = pytest.mark.browser
-
-
-def _wait_for_events(session, *types, timeout=20.0):
-    """Wait until the emulator's webhooks of these types reached the app (no fixed sleep)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        session.expire_all()
-        seen = set(session.scalars(select(StripeEvent.type).where(StripeEvent.type.in_(types))))
-        if seen >= set(types):
-            session.rollback()
-            return
-        session.rollback()
-        time.sleep(0.1)
-    raise AssertionError(f"webhooks {types} not received")
 
 
 def _succeeded(session, customer_id):
@@ -50,7 +35,7 @@ def test_a_top_up_with_a_saved_card_credits_once(page, factory, session, stripe)
     expect(page.locator("#cash-balance")).to_have_text("$20.00")
     expect(page.locator("tr.topup-row")).to_have_count(1)
 
-    _wait_for_events(session, "payment_intent.succeeded")  # the webhook arrives after the redirect
+    wait_for_events(session, "payment_intent.succeeded")  # the webhook arrives after the redirect
     assert [e.amount_cents for e in cash_entries(session, customer.id)] == [2000]
     session.expire_all()
     assert session.get(User, customer.id).cash_balance_cents == 2000
@@ -93,7 +78,7 @@ def test_a_saved_card_asking_for_3d_secure_goes_through_checkout(page, factory, 
     expect(page).to_have_url(re.compile(r"/balance$"))
     expect(page.locator("#flashes")).to_contain_text("$20.00 was added to your balance.")
     expect(page.locator("#cash-balance")).to_have_text("$20.00")
-    _wait_for_events(session, "payment_intent.succeeded", "checkout.session.completed")
+    wait_for_events(session, "payment_intent.succeeded", "checkout.session.completed")
     assert [e.amount_cents for e in cash_entries(session, customer.id)] == [2000]
     assert session.scalar(select(func.count(CardTopup.id)).where(CardTopup.status == "requires_action")) == 1
     assert len(_succeeded(session, customer.id)) == 1  # the off-session intent was never completed

@@ -1,12 +1,12 @@
 import re
-import time
 
 import pytest
 from playwright.sync_api import expect
 
-from app.models import User
+from app.models import BillingCustomer, User
 from tests.browser.test_cards_browser import _login
-from tests.stripe_support import cash_entries
+from tests.money_support import payment_intents
+from tests.stripe_support import cash_entries, wait_for_events
 
 pytestmark = pytest.mark.browser
 
@@ -34,7 +34,9 @@ def test_a_topup_through_hosted_checkout_changes_the_balance_once(page, factory,
     expect(page.locator("#cash-balance")).to_have_text("$25.00")
     expect(page.locator("tr.topup-row")).to_have_count(1)
 
-    time.sleep(2.5)  # let the emulator's webhooks (checkout + payment intent events) arrive too
+    # Both webhooks of a hosted top-up (the emulator's checkout event and localstripe's payment
+    # intent event) have reached the app: neither may credit a second time.
+    wait_for_events(session, "checkout.session.completed", "payment_intent.succeeded")
     assert [e.amount_cents for e in cash_entries(session, customer.id)] == [2500]
     session.expire_all()
     assert session.get(User, customer.id).cash_balance_cents == 2500
@@ -48,7 +50,9 @@ def test_a_declined_topup_credits_nothing_and_says_so(page, factory, session, st
     page.click("#cancel")
     expect(page.locator("#flashes")).to_contain_text("The top-up was cancelled. Nothing was charged.")
     expect(page.locator("#cash-balance")).to_have_text("$0.00")
-    time.sleep(1.5)
+    # Nothing succeeded at Stripe, so no webhook can credit later; and nothing was credited.
+    stripe_id = session.get(BillingCustomer, customer.id).stripe_customer_id
+    assert [pi.status for pi in payment_intents(stripe_id) if pi.status == "succeeded"] == []
     assert cash_entries(session, customer.id) == []
 
 

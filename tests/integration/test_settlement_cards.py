@@ -217,7 +217,10 @@ def test_worker_killed_mid_charge_then_rerun_charges_once(app, session, factory,
         time.sleep(0.1)
     else:
         pytest.fail("the worker never reached the card charge")
-    time.sleep(0.5)  # the request is in flight at the emulator
+    deadline = time.monotonic() + 30
+    while stripe.faults() and time.monotonic() < deadline:  # the charge has met the held fault
+        time.sleep(0.05)
+    assert not stripe.faults(), "the card charge never reached the emulator"
     worker.kill(proc)
     stripe.clear_faults()
 

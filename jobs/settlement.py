@@ -47,36 +47,28 @@ SWEEP_BATCH = 1000
 SWEEP_LOCK = (SETTLEMENT_LOCK_CLASS + 1, 0)  # one sweep at a time (key space next to the customers')
 DRAIN_BATCH = 100  # customers one job settles set-based when requests pile up
 DRAIN_MIN = 4  # fewer waiting requests are left to their own jobs
-_WAITING = text(
-    "SELECT r.customer_id FROM settlement_requests r WHERE r.customer_id <> :exclude AND NOT EXISTS "
-    "(SELECT 1 FROM charge_attempts a WHERE a.customer_id = r.customer_id AND a.status IN ('pending', 'unknown')) "
-    "ORDER BY r.requested_at LIMIT :limit"
-)
 
 
 def settle_customer_job(customer_id: int) -> dict:
     """One customer's settlement, run by RQ after a request. Duplicate jobs coalesce: they wait
     for the running one and then find nothing requested. Then, when requests pile up behind it (a
-    burst of arrivals), the job drains them (`drain_waiting_requests`)."""
+    burst of arrivals: the other customers waiting when the run began, which its first statement
+    reads), the job drains them (`drain_waiting_requests`)."""
     with job_session() as session:
-        report = settle_customer(session, customer_id, only_if_requested=True)
-        drained = drain_waiting_requests(session, exclude=customer_id)
+        report = settle_customer(session, customer_id, only_if_requested=True, waiting_limit=DRAIN_BATCH)
+        drained = drain_waiting_requests(session, report.waiting)
     return {"customer_id": customer_id, "rounds": report.rounds, "payments": len(report.payments),
             "paid_invoices": report.paid_invoice_ids, "busy": report.busy, "drained": drained}
 
 
-def drain_waiting_requests(session, *, exclude: int | None = None, limit: int = DRAIN_BATCH) -> int:
-    """PostgreSQL: settle the balances of up to `limit` other customers whose requests are waiting
-    (at least DRAIN_MIN of them) in one set-based transaction (`settle_balances_bulk`: the same cost
+def drain_waiting_requests(session, customer_ids: list[int]) -> int:
+    """PostgreSQL: settle the balances of these other customers whose requests are waiting (at
+    least DRAIN_MIN of them) in one set-based transaction (`settle_balances_bulk`: the same cost
     order, ledger keys and locks as the engine; customers being settled elsewhere or with an
     unresolved card attempt are skipped). Opportunistic: their own jobs are still queued and then
     find nothing requested; whatever it does not finish (cards) is left to them and to the sweep.
     Returns the number of customers it finished."""
-    if session.get_bind().dialect.name != "postgresql":
-        return 0
-    customer_ids = list(session.scalars(_WAITING.params(exclude=exclude or 0, limit=limit)))
-    session.rollback()
-    if len(customer_ids) < DRAIN_MIN:
+    if len(customer_ids) < DRAIN_MIN or session.get_bind().dialect.name != "postgresql":
         return 0
     try:
         remaining = settle_balances_bulk(session, customer_ids)

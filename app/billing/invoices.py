@@ -278,8 +278,11 @@ def apply_payment(
     payment_intent_id: str | None = None,
     reference: str | None = None,
     now: datetime | None = None,
+    flush: bool = True,
 ) -> InvoicePayment:
-    """Record money applied to a locked, open invoice; marks it paid when fully paid. Does not commit."""
+    """Record money applied to a locked, open invoice; marks it paid when fully paid. Does not commit.
+    `flush=False` leaves the payment and the invoice change to the caller's next flush (a caller
+    paying several invoices flushes them together)."""
     if invoice.state not in ("open", "uncollectible"):
         raise InvoiceNotOpen(invoice.state)
     if amount_cents <= 0 or amount_cents > invoice.amount_due_cents:
@@ -299,16 +302,19 @@ def apply_payment(
     if invoice.paid_cents == invoice.total_cents:
         invoice.state = "paid"
         invoice.paid_at = now or utcnow()
-    session.flush()
+    if flush:
+        session.flush()
     if invoice.state == "paid":
         notifications.announce_payment_receipt(session, invoice)
     return payment
 
 
-def pay_from_balance(session: Session, invoice: Invoice, account: str, amount_cents: int) -> InvoicePayment | None:
+def pay_from_balance(session: Session, invoice: Invoice, account: str, amount_cents: int, *,
+                     flush: bool = True) -> InvoicePayment | None:
     """Pay part of a locked invoice from the customer's voucher or cash balance: a negative ledger
     entry plus an InvoicePayment. The idempotency key is derived from the invoice and how much was
-    paid before, so re-running the same step cannot pay twice. Does not commit."""
+    paid before, so re-running the same step cannot pay twice. Does not commit (`flush` as for
+    `apply_payment`)."""
     key = f"invoice:{invoice.id}:{account}:after:{invoice.paid_cents}"
     posted = post_entry(
         session,
@@ -324,7 +330,7 @@ def pay_from_balance(session: Session, invoice: Invoice, account: str, amount_ce
         return None
     return apply_payment(
         session, invoice, source=account, amount_cents=amount_cents, ledger_entry_id=posted.entry.id,
-        reference=invoice.number,
+        reference=invoice.number, flush=flush,
     )
 
 

@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import Connection, delete, func, select, text
+from sqlalchemy import Connection, bindparam, delete, func, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -73,6 +73,7 @@ class SettlementReport:
     card_attempts: int = 0
     unresolved_attempts: int = 0
     request_cleared: bool = False
+    waiting: list[int] = field(default_factory=list)  # others' waiting requests (see `waiting_limit`)
 
     @property
     def complete(self) -> bool:
@@ -143,18 +144,22 @@ def settle_customer(
     wait: bool = True,
     only_if_requested: bool = False,
     lock_conn: Connection | None = None,
+    waiting_limit: int = 0,
 ) -> SettlementReport:
     """Settle one customer's open invoices (see the module docstring). Commits its own work.
 
     `wait=False` returns at once (report.busy) when another settlement of the customer is running;
     `only_if_requested=True` does nothing unless a settlement request (or an unresolved card
     attempt) is waiting — how duplicate jobs coalesce into one run. `lock_conn` (from
-    `lock_connection`) lets a bulk caller reuse one lock-holding connection."""
+    `lock_connection`) lets a bulk caller reuse one lock-holding connection. With
+    `only_if_requested` on PostgreSQL, `waiting_limit` > 0 also reports (`report.waiting`, read in
+    the run's first statement) up to that many other customers whose requests are waiting, oldest
+    first, without an unresolved card attempt: what a job may drain (jobs.settlement)."""
     report = SettlementReport(customer_id)
     session.rollback()
     try:
         if lock_conn is None and session.get_bind().dialect.name == "postgresql":
-            if _settle_in_one_transaction(session, customer_id, report, wait, only_if_requested):
+            if _settle_in_one_transaction(session, customer_id, report, wait, only_if_requested, waiting_limit):
                 return report
         with customer_settlement_lock(session, customer_id, wait=wait, conn=lock_conn) as acquired:
             if not acquired:
@@ -172,16 +177,41 @@ def settle_customer(
 # lock_timeout is set for this transaction only (set_config(..., true)) before the lock is waited for
 _XACT_LOCK = text("SELECT set_config('lock_timeout', :timeout, true), pg_advisory_xact_lock(:k, :c)")
 _XACT_TRY_LOCK = text("SELECT pg_try_advisory_xact_lock(:k, :c)")
-# read in its own statement, i.e. with a snapshot taken AFTER the lock was granted
-_REQUEST_STATE = text(
-    "SELECT (SELECT generation FROM settlement_requests WHERE customer_id = :c), "
+_REQUESTED = (
+    "EXISTS (SELECT 1 FROM settlement_requests WHERE customer_id = :c) OR "
     "EXISTS (SELECT 1 FROM charge_attempts WHERE customer_id = :c AND status IN ('pending', 'unknown'))"
+)
+_OTHERS_WAITING = (
+    "ARRAY(SELECT r.customer_id FROM settlement_requests r WHERE r.customer_id <> :c AND NOT EXISTS "
+    "(SELECT 1 FROM charge_attempts a WHERE a.customer_id = r.customer_id AND a.status IN ('pending', 'unknown')) "
+    "ORDER BY r.requested_at LIMIT :waiting_limit)"
+)
+# A job's first statement: is anything requested (a request row, or an unresolved card attempt)?
+# Only then the customer's lock — a job's request committed before the job was enqueued, so a row
+# gone now means a settlement that saw it has finished: nothing to wait for the lock for. Then who
+# else is waiting. One round trip; the lock is the last thing it does (set_config before it).
+_LOCK_IF_REQUESTED = text(
+    f"SELECT w.requested, CASE WHEN w.requested THEN set_config('lock_timeout', :timeout, true) END, "
+    f"CASE WHEN w.requested THEN pg_advisory_xact_lock(:k, :c) IS NOT NULL END, w.waiting "
+    f"FROM (SELECT {_REQUESTED} AS requested, {_OTHERS_WAITING} AS waiting) w"
+)
+_TRY_LOCK_IF_REQUESTED = text(
+    f"SELECT w.requested, NULL, CASE WHEN w.requested THEN pg_try_advisory_xact_lock(:k, :c) END, w.waiting "
+    f"FROM (SELECT {_REQUESTED} AS requested, {_OTHERS_WAITING} AS waiting) w"
+)
+# Under the lock, in its own statement (a snapshot taken AFTER the lock was granted): the request's
+# generation, whether a card attempt is unresolved, and the balances, with the user row locked.
+_STATE_AND_BALANCES = text(
+    "SELECT (SELECT generation FROM settlement_requests WHERE customer_id = :c), "
+    "EXISTS (SELECT 1 FROM charge_attempts WHERE customer_id = :c AND status IN ('pending', 'unknown')), "
+    "u.voucher_balance_cents, u.cash_balance_cents FROM users u WHERE u.id = :c FOR UPDATE OF u"
 )
 _LOCK_NOT_AVAILABLE = "55P03"
 
 
 def _settle_in_one_transaction(
-    session: Session, customer_id: int, report: SettlementReport, wait: bool, only_if_requested: bool
+    session: Session, customer_id: int, report: SettlementReport, wait: bool, only_if_requested: bool,
+    waiting_limit: int = 0,
 ) -> bool:
     """PostgreSQL: the balance-only settlement as one transaction under the customer's
     transaction-level advisory lock (same key as the session-level one). Returns True when the
@@ -189,45 +219,71 @@ def _settle_in_one_transaction(
     left to pay that the balances cannot: cards, or nothing to pay with). What it paid is committed
     either way; the full engine then finds it paid."""
     params = {"k": SETTLEMENT_LOCK_CLASS, "c": customer_id}
-    if only_if_requested:
-        # A job's request committed before the job was enqueued: if its row is gone now, a
-        # settlement that saw it has finished, and there is nothing to wait for the lock for.
-        generation, unresolved = session.execute(_REQUEST_STATE, params).one()
-        session.rollback()
-        if generation is None and not unresolved:
-            return True
-    while report.rounds < MAX_ROUNDS:
-        try:
-            if wait:
-                session.execute(_XACT_LOCK, {**params, "timeout": f"{LOCK_WAIT_SECONDS}s"})
-            elif not session.execute(_XACT_TRY_LOCK, params).scalar_one():
+    timeout = f"{LOCK_WAIT_SECONDS}s"
+    locked = False
+    try:
+        if only_if_requested:
+            with _lock_not_available_is_busy():
+                requested, _timeout_set, acquired, waiting = session.execute(
+                    _LOCK_IF_REQUESTED if wait else _TRY_LOCK_IF_REQUESTED,
+                    {**params, "timeout": timeout, "waiting_limit": max(waiting_limit, 0)},
+                ).one()
+            report.waiting = list(waiting)
+            if not requested:
                 session.rollback()
-                report.busy = True
                 return True
-        except OperationalError as exc:
-            session.rollback()
-            if getattr(exc.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
-                raise
-            report.busy = True
-            return True
-        generation, unresolved = session.execute(_REQUEST_STATE, params).one()
-        if unresolved:
-            session.rollback()
-            return False
-        if only_if_requested and generation is None and report.rounds == 0:
-            session.rollback()
-            return True
-        report.rounds += 1
-        nothing_left, cleared = _pay_from_balances(session, customer_id, set(), report, generation)  # commits
-        if cleared:
-            report.request_cleared = True
-            return True
-        if not nothing_left:
-            return False
-        if generation is None:
-            return True
-        # everything is paid but the request was not cleared: asked again meanwhile, go round
+            if not acquired:
+                raise _LockNotGranted
+            locked = True
+        while report.rounds < MAX_ROUNDS:
+            if not locked:
+                with _lock_not_available_is_busy():
+                    if wait:
+                        session.execute(_XACT_LOCK, {**params, "timeout": timeout})
+                    elif not session.execute(_XACT_TRY_LOCK, params).scalar_one():
+                        raise _LockNotGranted
+            locked = False
+            state = session.execute(_STATE_AND_BALANCES, params).one_or_none()
+            if state is None:  # no such customer
+                session.rollback()
+                return True
+            generation, unresolved, voucher, cash = state
+            if unresolved:
+                session.rollback()
+                return False
+            if only_if_requested and generation is None and report.rounds == 0:
+                session.rollback()
+                return True
+            report.rounds += 1
+            nothing_left, cleared = _pay_from_balances(  # commits
+                session, customer_id, set(), report, generation, balances=(voucher, cash)
+            )
+            if cleared:
+                report.request_cleared = True
+                return True
+            if not nothing_left:
+                return False
+            if generation is None:
+                return True
+            # everything is paid but the request was not cleared: asked again meanwhile, go round
+    except _LockNotGranted:
+        session.rollback()
+        report.busy = True
     return True
+
+
+class _LockNotGranted(Exception):
+    """The customer's lock was not granted (taken, or lock_timeout): another settlement runs."""
+
+
+@contextmanager
+def _lock_not_available_is_busy() -> Iterator[None]:
+    try:
+        yield
+    except OperationalError as exc:
+        if getattr(exc.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
+            raise
+        raise _LockNotGranted from exc
 
 
 def _settle_rounds(session: Session, customer_id: int, report: SettlementReport, only_if_requested: bool) -> None:
@@ -297,43 +353,53 @@ def _settle_once(session: Session, customer_id: int, report: SettlementReport, g
 
 
 # --------------------------------------------------------------- balances ---
+_LOCKED_BALANCES = (
+    select(User.voucher_balance_cents, User.cash_balance_cents).where(User.id == bindparam("c")).with_for_update()
+)
+
+
 def _pay_from_balances(
-    session: Session, customer_id: int, blocked: set[int], report: SettlementReport, generation: int | None
+    session: Session, customer_id: int, blocked: set[int], report: SettlementReport, generation: int | None,
+    *, balances: tuple[int, int] | None = None,
 ) -> tuple[bool, bool]:
     """One transaction: voucher, then cash, across invoices in cost order. Returns (nothing left
     to pay, request cleared). When the balances paid everything, the request row is deleted in the
-    same transaction (one commit for the whole settlement)."""
+    same transaction (one commit for the whole settlement). `balances` (voucher, cash): read by
+    the caller in this transaction with the user row locked; otherwise they are read so here.
+    The payments and invoice changes are flushed together once every invoice is done (each ledger
+    entry is still one guarded statement, in cost order)."""
     try:
-        user = session.scalar(
-            select(User).where(User.id == customer_id).with_for_update().execution_options(populate_existing=True)
-        )
-        if user is None:
-            session.rollback()
-            return True, False
-        voucher, cash = user.voucher_balance_cents, user.cash_balance_cents
+        if balances is None:
+            balances = session.execute(_LOCKED_BALANCES, {"c": customer_id}).one_or_none()
+            if balances is None:
+                session.rollback()
+                return True, False
+        voucher, cash = balances
         if voucher <= 0 and cash <= 0:
             session.rollback()
             return False, False
         remaining = False
-        for invoice in _open_invoices(session, customer_id, lock=True):
-            if invoice.id in blocked or (voucher <= 0 and cash <= 0):
-                remaining = True
-                continue
-            for account in ("voucher", "cash"):
-                available = voucher if account == "voucher" else cash
-                amount = min(available, invoice.amount_due_cents)
-                if amount <= 0:
+        with session.no_autoflush:
+            for invoice in _open_invoices(session, customer_id, lock=True):
+                if invoice.id in blocked or (voucher <= 0 and cash <= 0):
+                    remaining = True
                     continue
-                if pay_from_balance(session, invoice, account, amount) is not None:
-                    report.payments.append((invoice.id, account, amount))
-                if account == "voucher":
-                    voucher -= amount
+                for account in ("voucher", "cash"):
+                    available = voucher if account == "voucher" else cash
+                    amount = min(available, invoice.amount_due_cents)
+                    if amount <= 0:
+                        continue
+                    if pay_from_balance(session, invoice, account, amount, flush=False) is not None:
+                        report.payments.append((invoice.id, account, amount))
+                    if account == "voucher":
+                        voucher -= amount
+                    else:
+                        cash -= amount
+                if invoice.state == "paid":
+                    report.paid_invoice_ids.append(invoice.id)
                 else:
-                    cash -= amount
-            if invoice.state == "paid":
-                report.paid_invoice_ids.append(invoice.id)
-            else:
-                remaining = True
+                    remaining = True
+        session.flush()
         cleared = False
         if not remaining and not blocked and generation is not None:
             cleared = _clear_request(session, customer_id, generation)

@@ -144,8 +144,8 @@ class PaydeskWorker(Worker):
         job, heartbeat included)."""
         from jobs.queue import IN_PROCESS_QUEUES
 
-        if (job.origin not in IN_PROCESS_QUEUES or job._success_callback_name or job._failure_callback_name
-                or job._stopped_callback_name):
+        callbacks = ("_success_callback_name", "_failure_callback_name", "_stopped_callback_name")
+        if job.origin not in IN_PROCESS_QUEUES or any(getattr(job, name, None) for name in callbacks):
             super().handle_execution_ended(job, queue, heartbeat_ttl)
             return
         job.ended_at = now()

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import pytest
 from redis import Redis
-from rq import Queue, get_current_job
+from rq import Callback, Queue, get_current_job
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 from sqlalchemy import event, select, text
 
@@ -162,6 +162,10 @@ def fail_on_purpose() -> None:
     raise RuntimeError("this job fails")
 
 
+def remember_success(job, connection, result, *args, **kwargs) -> None:
+    connection.set(f"test-callback:{job.id}", result)
+
+
 def test_in_process_jobs_keep_rqs_bookkeeping_in_few_round_trips(app, redis_url, monkeypatch):
     import redis.client
 
@@ -171,6 +175,7 @@ def test_in_process_jobs_keep_rqs_bookkeeping_in_few_round_trips(app, redis_url,
     queue = Queue(SETTLEMENT_QUEUE, connection=connection)
     jobs = [queue.enqueue(note_round_trips, n, job_timeout=180) for n in range(6)]
     failing = queue.enqueue(fail_on_purpose)
+    with_callback = queue.enqueue(note_round_trips, 21, on_success=Callback(remember_success))
     worker = PaydeskWorker(list(WORKER_QUEUES), connection=connection)
 
     def counting(original):
@@ -198,13 +203,15 @@ def test_in_process_jobs_keep_rqs_bookkeeping_in_few_round_trips(app, redis_url,
         assert job.worker_name == worker.name and job.started_at <= job.ended_at
     failing.refresh()
     assert failing.get_status() == "failed" and "this job fails" in failing.latest_result().exc_string
+    with_callback.refresh()
+    assert with_callback.get_status() == "finished" and connection.get(f"test-callback:{with_callback.id}") == b"42"
     assert StartedJobRegistry(queue=queue).count == 0
-    assert set(FinishedJobRegistry(queue=queue).get_job_ids()) == {job.id for job in jobs}
+    assert set(FinishedJobRegistry(queue=queue).get_job_ids()) == {job.id for job in jobs} | {with_callback.id}
     assert FailedJobRegistry(queue=queue).get_job_ids() == [failing.id]
     assert worker.executions == {}
     # a job's worker key outlives its timeout; from one job to the next (the job's own TTL read
     # included) RQ itself took 23 round trips
-    assert len(_seen) == 6 and all(ttl > 180 for _trips, ttl in _seen), _seen
-    trips = [n for n, _ttl in _seen]
+    assert len(_seen) == 7 and all(ttl > 180 for _trips, ttl in _seen[:6]), _seen
+    trips = [n for n, _ttl in _seen[:6]]
     per_job = [later - earlier for earlier, later in zip(trips, trips[1:], strict=False)]
     assert max(per_job) <= 10, per_job

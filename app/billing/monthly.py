@@ -50,7 +50,9 @@ from app.models.usage import Deployment, DeploymentEvent, UsageCharge
 
 log = logging.getLogger(__name__)
 INVOICING_LOCK_KEY = 7_300_505  # pg_advisory_xact_lock key shared by every invoicing run
-SMALL_SETTLEMENT_BATCH = 1000
+# a run of at most this many invoices hands its settlement requests and notifications to the after-commit
+# hooks (enqueued at once); a larger one leaves them to the periodic sweeps (jobs.notifications does the same)
+HANDOVER_LIMIT = 1000
 
 
 class InvoicingError(Exception):
@@ -191,21 +193,30 @@ def issue_customer_invoice(
 # ------------------------------------------------------------ all customers ---
 # One statement does the whole run (data-modifying CTEs, no temp tables, no round trips):
 # usage per deployment → totals and tax per customer → invoices (numbers last_seq+1 … last_seq+n in
-# customer order) → their lines → one usage_charges row per line → settlement outbox rows.
+# customer order) → their lines → one usage_charges row per line → settlement outbox rows → the
+# invoice-issued notification of each invoice → the counter moved by n. Only counts (and the ids of
+# a small run, for the after-commit hooks) come back: a large run's notifications and settlements
+# are picked up by the periodic sweeps, which read the outbox rows this statement wrote.
 # Customers whose invoices for the period already reach :until are skipped (NOT EXISTS, under the advisory
 # lock); after a month-to-date invoice, the new one starts where that one ended.
+#
+# A line's amount is seconds × hourly price rounded half-even to the minor unit, in exact integers:
+# n = price in millionths × seconds × minor units per unit, amount = n / 3.6e9 rounded half-even. In
+# bigint where n cannot overflow (price ≤ 1000 per hour, seconds ≤ 9·10⁶, factor ≤ 1000: n ≤ 9·10¹⁸),
+# else in numeric; the same result either way, bigint is several times cheaper per line.
 #
 # Foreign keys, checked set-based: the statement's last CTEs do what the row-by-row foreign-key
 # triggers do, once for all rows. Rows that existed before: every referenced user and deployment is
 # locked FOR KEY SHARE (so none can be deleted before commit; one deleted by a transaction that
 # committed after this statement's snapshot is not returned by the lock) and counted — each new
 # invoice has its own customer and each new charge its own deployment, so `dangling` (expected minus
-# locked) is the number of rows whose target is missing. Rows written by this statement: a line's
-# invoice_id is the id RETURNING gave for its invoice, a charge's invoice_id/invoice_line_id those of
-# its line, a settlement request's customer that of its invoice — present by construction. The caller
-# rolls back unless `dangling` is 0. When the database role may set session_replication_role, the
-# caller turns the row triggers off for this statement only (about 10^7 trigger calls at 10⁶
-# customers, most of the run's time); otherwise the triggers run too, and the check is redundant.
+# locked) is the number of rows whose target is missing; a settlement request and a notification
+# have the customer of their invoice. Rows written by this statement: a line's invoice_id is the id
+# RETURNING gave for its invoice, a charge's invoice_id/invoice_line_id those of its line — present
+# by construction. The caller rolls back unless `dangling` is 0. When the database role may set
+# session_replication_role, the caller turns the row triggers off for this statement only (about
+# 10^7 trigger calls at 10⁶ customers, most of the run's time); otherwise the triggers run too, and
+# the check is redundant. The locks are taken last, so rows are held only for the end of the run.
 _BULK_SQL = """
 WITH ev AS (
     SELECT e.deployment_id, e.kind, e.occurred_at,
@@ -228,18 +239,28 @@ WITH ev AS (
     LEFT JOIN billed ON billed.deployment_id = run.deployment_id
     WHERE run.seconds - COALESCE(billed.seconds, 0) > 0
 ), priced AS (
-    SELECT todo.*, (todo.hourly_price * 1000000) * todo.seconds * :factor AS n FROM todo
+    SELECT todo.*,
+           CASE WHEN todo.hourly_price <= 1000 AND todo.seconds <= 9000000 AND :factor <= 1000
+                THEN CAST(todo.hourly_price * 1000000 AS bigint) * todo.seconds * :factor END AS n_fast
+    FROM todo
 ), divided AS (
-    SELECT priced.*, div(n, 3600000000) AS q, mod(n, 3600000000) AS r FROM priced
+    SELECT priced.*,
+           CASE WHEN n_fast IS NULL THEN (hourly_price * 1000000) * seconds * :factor END AS n_exact
+    FROM priced
 ), usage AS MATERIALIZED (
     SELECT deployment_id, customer_id, name, plan_name, hourly_price, seconds,
-           (q + CASE WHEN 2 * r > 3600000000 THEN 1 WHEN 2 * r = 3600000000 THEN mod(q, 2) ELSE 0 END)::bigint
-               AS amount_cents
+           CASE WHEN n_fast IS NOT NULL THEN
+                n_fast / 3600000000 + CASE WHEN 2 * (n_fast % 3600000000) > 3600000000 THEN 1
+                                           WHEN 2 * (n_fast % 3600000000) = 3600000000 THEN (n_fast / 3600000000) % 2
+                                           ELSE 0 END
+           ELSE (div(n_exact, 3600000000)
+                 + CASE WHEN 2 * mod(n_exact, 3600000000) > 3600000000 THEN 1
+                        WHEN 2 * mod(n_exact, 3600000000) = 3600000000 THEN mod(div(n_exact, 3600000000), 2)
+                        ELSE 0 END)::bigint
+           END AS amount_cents
     FROM divided
 ), sums AS (
-    SELECT customer_id, SUM(amount_cents)::bigint AS subtotal FROM usage u
-    WHERE NOT EXISTS (SELECT 1 FROM invoices i WHERE i.customer_id = u.customer_id AND i.billing_period = :period
-                      AND (i.period_end IS NULL OR i.period_end >= :until))
+    SELECT customer_id, SUM(amount_cents)::bigint AS subtotal FROM usage
     GROUP BY customer_id HAVING SUM(amount_cents) > 0
 ), buyers AS (
     SELECT s.customer_id, s.subtotal, COALESCE(r.rate, CAST(:default_rate AS numeric)) AS country_rate,
@@ -252,6 +273,8 @@ WITH ev AS (
                GROUP BY customer_id) c ON c.customer_id = s.customer_id
     LEFT JOIN (SELECT * FROM unnest(CAST(:countries AS text[]), CAST(:rates AS numeric[])) AS x(country, rate)) r
            ON r.country = upper(u.country)
+    WHERE NOT EXISTS (SELECT 1 FROM invoices i WHERE i.customer_id = s.customer_id AND i.billing_period = :period
+                      AND (i.period_end IS NULL OR i.period_end >= :until))
 ), rated AS (
     SELECT buyers.*, CASE WHEN reverse_charge THEN CAST(0 AS numeric) ELSE country_rate END AS rate FROM buyers
 ), taxed AS (
@@ -269,8 +292,8 @@ WITH ev AS (
     FROM (SELECT taxed.*,
                  (q + CASE WHEN 2 * r > 10000 THEN 1 WHEN 2 * r = 10000 THEN mod(q, 2) ELSE 0 END)::bigint AS tax
           FROM taxed) t
-    ORDER BY t.rn
-    RETURNING id, customer_id
+    ORDER BY t.customer_id  -- = rn order (rn numbers customers in this order), without sorting again
+    RETURNING id, customer_id, number
 ), new_lines AS (
     INSERT INTO invoice_lines (invoice_id, position, description, plan_name, deployment_id, seconds,
                                hourly_price, amount_cents)
@@ -290,6 +313,12 @@ WITH ev AS (
     ON CONFLICT (customer_id) DO UPDATE SET generation = settlement_requests.generation + 1,
         requested_at = EXCLUDED.requested_at
     RETURNING customer_id
+), issued AS (
+    {issued_notifications}
+), counter AS (
+    UPDATE invoice_number_counters SET last_seq = last_seq + (SELECT count(*) FROM new_invoices)
+    WHERE year = :year AND EXISTS (SELECT 1 FROM new_invoices)
+    RETURNING last_seq
 ), locked_users AS (  -- = ANY(array): the index is walked in key order, each page read and dirtied once
     SELECT u.id FROM users u WHERE u.id = ANY(ARRAY(SELECT customer_id FROM new_invoices)) FOR KEY SHARE
 ), locked_deployments AS (
@@ -297,17 +326,18 @@ WITH ev AS (
 )
 SELECT (SELECT count(*) FROM new_invoices) AS invoices,
        (SELECT count(*) FROM new_charges) AS lines,
-       (SELECT CASE WHEN count(*) <= :small_batch THEN array_agg(customer_id) END FROM settlements) AS customer_ids,
+       (SELECT last_seq FROM counter) AS last_seq,
+       (SELECT CASE WHEN count(*) <= :handover_limit THEN array_agg(customer_id) END FROM settlements) AS customer_ids,
+       (SELECT CASE WHEN count(*) <= :handover_limit THEN coalesce(array_agg(id) FILTER (WHERE status = 'pending'), '{{}}') END
+        FROM issued) AS notification_ids,
        (SELECT count(*) FROM new_invoices) - (SELECT count(*) FROM locked_users)
        + (SELECT count(*) FROM new_charges) - (SELECT count(*) FROM locked_deployments) AS dangling
-"""
-
-
-# the invoice-issued notification of every invoice the statement above numbered (set-based)
-_BULK_ISSUED_SQL = """
-    SELECT i.customer_id, 'invoice-issued:' || i.id AS key, 'Your Paydesk invoice ' || i.number AS subject,
-           json_build_object('invoice_id', i.id) AS context, json_build_array('invoice_pdf', i.id) AS attachment
-    FROM invoices i WHERE i.number_year = :year AND i.number_seq BETWEEN :first_seq AND :last_seq"""
+""".format(issued_notifications=notifications.bulk_insert_sql(
+    "invoice_issued", "invoice_issued",
+    "SELECT customer_id, 'invoice-issued:' || id AS key, 'Your Paydesk invoice ' || number AS subject, "
+    "json_build_object('invoice_id', id) AS context, json_build_array('invoice_pdf', id) AS attachment "
+    "FROM new_invoices",
+    order_by_key=False, customers_locked=True))
 
 
 class DanglingReference(InvoicingError):
@@ -350,9 +380,9 @@ def issue_monthly_invoices_bulk(session: Session, period: str, *, now: datetime 
     report = MonthlyReport(period)
     try:
         _lock_invoicing(session)
-        # sorts/hashes of ~10^6 rows stay in memory (this transaction only; server-side, not the job's RSS);
+        # sorts/hashes/CTE results of ~10^6 rows stay in memory (this transaction only; server-side, not the job's RSS);
         # no JIT: compiling the statement's expressions costs seconds and saves less than that
-        session.execute(text("SET LOCAL work_mem = '256MB'"))
+        session.execute(text("SET LOCAL work_mem = '512MB'"))
         session.execute(text("SET LOCAL jit = off"))
         session.execute(
             text("INSERT INTO invoice_number_counters (year, last_seq) VALUES (:y, 0) ON CONFLICT DO NOTHING"),
@@ -367,8 +397,9 @@ def issue_monthly_invoices_bulk(session: Session, period: str, *, now: datetime 
             {"until": until, "period": period, "factor": minor_unit_factor(),
              "default_rate": default_vat_rate(), "countries": list(rates), "rates": list(rates.values()),
              "year": year, "last_seq": last_seq, "period_start": start, "currency": _config("CURRENCY", "usd"),
-             "now": now, "small_batch": SMALL_SETTLEMENT_BATCH, "due_at": now + payment_terms(),
-             "reverse_charge_countries": reverse_charge_countries(), **seller_details()},
+             "now": now, "handover_limit": HANDOVER_LIMIT, "due_at": now + payment_terms(),
+             "reverse_charge_countries": reverse_charge_countries(), **seller_details(),
+             **notifications.bulk_insert_params("invoice_issued", "invoice_issued", now)},
         ).one()
         if triggers_off:
             session.execute(text("SET LOCAL session_replication_role = origin"))
@@ -376,18 +407,14 @@ def issue_monthly_invoices_bulk(session: Session, period: str, *, now: datetime 
             raise DanglingReference(f"{row.dangling} rows of the {period} run reference a missing row; nothing issued.")
         report.invoices, report.lines = row.invoices, row.lines
         if report.invoices:
-            session.execute(
-                text("UPDATE invoice_number_counters SET last_seq = last_seq + :n WHERE year = :y"),
-                {"n": report.invoices, "y": year},
-            )
-            notifications.queue_notifications_bulk(
-                session, kind="invoice_issued", template="invoice_issued", source_sql=_BULK_ISSUED_SQL,
-                params={"year": year, "first_seq": last_seq + 1, "last_seq": last_seq + report.invoices},
-                now=now,
-            )
+            if row.last_seq != last_seq + report.invoices:
+                raise InvoicingError(f"the invoice counter of {year} did not move by {report.invoices}; nothing issued.")
+            if row.notification_ids is None:
+                log.info("%d invoice notifications left to the notification sweep", report.invoices)
+            else:
+                notifications.note_pending(session, row.notification_ids)
             if row.customer_ids:
-                # enqueued after commit by app.billing.settlement_requests; larger batches are left to the
-                # periodic settlement sweep, which reads the outbox rows written by the statement
+                # enqueued after commit by app.billing.settlement_requests
                 session.info.setdefault(settlement_requests._PENDING_KEY, set()).update(row.customer_ids)
         session.commit()
     except Exception:

@@ -128,30 +128,45 @@ def queue_notification(session: Session, *, user_id: int, kind: str, key: str, s
     return True
 
 
-def queue_notifications_bulk(session: Session, *, kind: str, template: str, source_sql: str, params: dict,
-                             now: datetime | None = None) -> int:
-    """Set-based `queue_notification` for bulk paths (PostgreSQL): `source_sql` is a SELECT yielding
-    `customer_id, key, subject, context (json), attachment (json or NULL)`, run with `params`. Same
-    rules: unique keys (existing ones are left alone), receipts skipped for customers who turned
-    them off, the Message-ID derived from the key. Does not commit; returns how many were queued."""
+def bulk_insert_sql(kind: str, template: str, source_sql: str, *, order_by_key: bool = True,
+                    customers_locked: bool = False) -> str:
+    """The INSERT … SELECT of set-based `queue_notification` (PostgreSQL), `… RETURNING id, status`, for
+    `queue_notifications_bulk` or as a data-modifying CTE of a larger statement: `source_sql` is a
+    SELECT yielding `customer_id, key, subject, context (json), attachment (json or NULL)`. Same rules
+    as one notification: unique keys (existing ones are left alone), receipts skipped for customers
+    who turned them off, the Message-ID derived from the key. Bind `bulk_insert_params` with it.
+    `order_by_key` inserts in key order (index locality) when the source's order is not already that.
+    Rows of a customer that does not exist are dropped, unless `customers_locked` (the caller has every
+    customer locked FOR KEY SHARE already): then a kind that reads no preference does not join users."""
     if kind not in KINDS:
         raise UnknownNotificationKind(kind)
-    now = now or utcnow()
     wanted = "u.email_receipts" if is_optional(kind) else "true"
-    statement = text(f"""
+    users_join = "" if customers_locked and not is_optional(kind) else "JOIN users u ON u.id = s.customer_id"
+    return f"""
         INSERT INTO notifications (customer_id, kind, key, subject, template, context, attachment, status,
                                    message_id, created_at, next_attempt_at, attempts, skipped_at)
         SELECT s.customer_id, :n_kind, s.key, left(s.subject, 300), :n_template, s.context, s.attachment,
                CASE WHEN {wanted} THEN 'pending' ELSE 'skipped' END,
                '<n-' || left(encode(sha256(convert_to(s.key, 'UTF8')), 'hex'), 40) || '@paydesk.local>',
                :n_now, :n_next, 0, CASE WHEN {wanted} THEN NULL ELSE :n_now END
-        FROM ({source_sql}) s JOIN users u ON u.id = s.customer_id
-        ORDER BY s.key
+        FROM ({source_sql}) s {users_join}
+        {"ORDER BY s.key" if order_by_key else ""}
         ON CONFLICT (key) DO NOTHING
-        RETURNING id, status""").bindparams(
+        RETURNING id, status"""
+
+
+def bulk_insert_params(kind: str, template: str, now: datetime) -> dict:
+    return {"n_kind": kind, "n_template": template, "n_now": now, "n_next": now + REQUEUE_AFTER}
+
+
+def queue_notifications_bulk(session: Session, *, kind: str, template: str, source_sql: str, params: dict,
+                             now: datetime | None = None) -> int:
+    """Set-based `queue_notification` for bulk paths (PostgreSQL): `source_sql` as for
+    `bulk_insert_sql`, run with `params`. Does not commit; returns how many were queued."""
+    now = now or utcnow()
+    statement = text(bulk_insert_sql(kind, template, source_sql)).bindparams(
         bindparam("n_now", type_=UTCDateTime()), bindparam("n_next", type_=UTCDateTime()))
-    rows = session.execute(statement, {**params, "n_kind": kind, "n_template": template, "n_now": now,
-                                       "n_next": now + REQUEUE_AFTER}).all()
+    rows = session.execute(statement, {**params, **bulk_insert_params(kind, template, now)}).all()
     note_pending(session, [row.id for row in rows if row.status == "pending"])
     return len(rows)
 

@@ -316,3 +316,51 @@ def test_bulk_run_refuses_a_deployment_deleted_while_it_runs_and_issues_nothing(
     assert report.invoices == 1
     session.expire_all()
     assert [(i.customer_id, i.number_seq) for i in session.scalars(select(Invoice))] == [(kept.id, 1)]
+
+
+@pytest.mark.parametrize("handover_limit", [1000, 1], ids=["small_run", "large_run"])
+def test_bulk_run_queues_each_invoice_issued_notification_and_hands_over_only_a_small_runs_ids(
+    app, session, factory, monkeypatch, handover_limit
+):
+    """The bulk statement writes one invoice-issued notification per invoice (the same row
+    `queue_notification` writes). A small run hands their ids and its settlement requests to the
+    after-commit hooks; a run larger than HANDOVER_LIMIT returns no ids at all (the job's memory does
+    not grow with the run) and leaves both to the periodic sweeps, which find every row."""
+    from app.billing import notifications, settlement_requests
+    from app.extensions import db
+    from app.models.base import utcnow
+    from app.models.notification import Notification
+
+    monkeypatch.setattr(monthly, "HANDOVER_LIMIT", handover_limit)
+    sent, settled = [], []
+    monkeypatch.setattr(notifications, "_sender", sent.extend)
+    monkeypatch.setattr(settlement_requests, "_enqueue_settlement", settled.append)
+    customers = [factory.customer() for _ in range(2)]
+    make_plan(session)
+    for n, customer in enumerate(customers):
+        run_deployment(session, customer, f"n{n}", "vm-small", "2026-10-05T00:00:00", "2026-10-06T00:00:00")
+    session.commit()
+
+    s = db.new_session()
+    try:
+        report = monthly.issue_monthly_invoices_bulk(s, "2026-10", now=period_bounds("2026-10")[1] + timedelta(minutes=5))
+    finally:
+        s.close()
+
+    assert report.invoices == 2
+    session.expire_all()
+    invoices = session.scalars(select(Invoice).order_by(Invoice.customer_id)).all()
+    rows = session.scalars(select(Notification).order_by(Notification.customer_id)).all()
+    assert [(r.customer_id, r.kind, r.template, r.key, r.subject, r.context, r.attachment, r.status, r.message_id)
+            for r in rows] == [
+        (i.customer_id, "invoice_issued", "invoice_issued", f"invoice-issued:{i.id}", f"Your Paydesk invoice {i.number}",
+         {"invoice_id": i.id}, ["invoice_pdf", i.id], "pending", notifications.message_id_for(f"invoice-issued:{i.id}"))
+        for i in invoices
+    ]
+    if handover_limit >= 2:
+        assert sorted(sent) == sorted(r.id for r in rows)
+        assert sorted(settled) == [c.id for c in customers]
+    else:
+        assert sent == [] and settled == []
+        later = utcnow() + notifications.REQUEUE_AFTER + timedelta(seconds=5)
+        assert sorted(notifications.due_notifications(session, later)) == sorted(r.id for r in rows)

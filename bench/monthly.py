@@ -95,7 +95,7 @@ SELECT (SELECT count(*) FROM deployments d WHERE NOT EXISTS (SELECT 1 FROM users
 
 # every row a run can create
 CREATED = """
-SELECT (SELECT count(*) FROM invoices) + (SELECT count(*) FROM invoice_lines) + (SELECT count(*) FROM usage_charges)
+SELECT (SELECT count(*) FROM invoices) + (SELECT count(*) FROM invoice_lines)
      + (SELECT count(*) FROM settlement_requests) + (SELECT count(*) FROM notifications)
 """
 

@@ -38,11 +38,11 @@ from app.billing.usage import (
     unbilled_lines,
     unbilled_seconds,
 )
-from app.models import Card, Invoice, User
+from app.models import Card, Invoice, InvoiceLine, User
 from app.models.base import UTCDateTime, utcnow
 from app.models.dunning import DunningAccount
 from app.models.foresight import ALERT_THRESHOLDS, PriceChangeNotice, SpendingLimit
-from app.models.usage import Deployment, DeploymentEvent, PlanPrice, UsageCharge
+from app.models.usage import Deployment, DeploymentEvent, PlanPrice
 
 SECONDS_PER_HOUR = 3600
 
@@ -270,10 +270,10 @@ def _deployments_statement():
     once; bound: customer id."""
     customer_id = bindparam("customer_id", type_=Integer)
     billed = (
-        select(UsageCharge.deployment_id, func.sum(UsageCharge.seconds).label("seconds"))
-        .join(Deployment, Deployment.id == UsageCharge.deployment_id)
+        select(InvoiceLine.deployment_id, func.sum(InvoiceLine.seconds).label("seconds"))
+        .join(Deployment, Deployment.id == InvoiceLine.deployment_id)
         .where(Deployment.customer_id == customer_id)
-        .group_by(UsageCharge.deployment_id)
+        .group_by(InvoiceLine.deployment_id)
         .subquery()
     )
     return (

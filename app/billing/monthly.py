@@ -16,8 +16,8 @@ Guarantees, on both paths:
   month-to-date invoices before it (unique (billing_period, customer_id, period_end); customers
   whose invoices already reach the end of what can be billed are skipped), so re-running the job
   creates nothing;
-- usage already invoiced is never billed again: each line writes a `usage_charges` row, and a
-  deployment's billable seconds are its running seconds minus the seconds it was already charged.
+- usage already invoiced is never billed again: each line names its deployment and the seconds it
+  bills, and a deployment's billable seconds are its running seconds minus the seconds of its lines.
   A late event for a closed period therefore lands on the next invoice;
 - every invoicing run holds one PostgreSQL advisory lock, so concurrent runs (two workers, the
   admin action during the job) serialise: the second sees the first's invoices and skips them.
@@ -44,9 +44,9 @@ from app.billing.invoices import payment_terms, seller_details
 from app.billing.money import minor_unit_factor
 from app.billing.tax import country_vat_rates, default_vat_rate, reverse_charge_countries, tax_treatment
 from app.billing.usage import period_bounds, period_of, previous_period, running_seconds, unbilled_usage
-from app.models import Invoice, User
+from app.models import Invoice, InvoiceLine, User
 from app.models.base import utcnow
-from app.models.usage import Deployment, DeploymentEvent, UsageCharge
+from app.models.usage import Deployment, DeploymentEvent
 
 log = logging.getLogger(__name__)
 INVOICING_LOCK_KEY = 7_300_505  # pg_advisory_xact_lock key shared by every invoicing run
@@ -165,17 +165,6 @@ def issue_customer_invoice(
             period_end=until,
         )
         invoice = issue_invoice(session, invoice.id, now=now)
-        for line in invoice.lines:
-            session.add(
-                UsageCharge(
-                    deployment_id=line.deployment_id,
-                    invoice_id=invoice.id,
-                    invoice_line_id=line.id,
-                    billing_period=period,
-                    seconds=line.seconds,
-                    amount_cents=line.amount_cents,
-                )
-            )
         if actor_id is not None:
             record_audit(
                 session, actor_id, "invoice.issue_usage", "invoice", invoice.id, None,
@@ -193,7 +182,7 @@ def issue_customer_invoice(
 # ------------------------------------------------------------ all customers ---
 # One statement does the whole run (data-modifying CTEs, no temp tables, no round trips):
 # usage per deployment → totals and tax per customer → invoices (numbers last_seq+1 … last_seq+n in
-# customer order) → their lines → one usage_charges row per line → settlement outbox rows → the
+# customer order) → their lines (deployment and seconds: what is billed) → settlement outbox rows → the
 # invoice-issued notification of each invoice → the counter moved by n. Only counts (and the ids of
 # a small run, for the after-commit hooks) come back: a large run's notifications and settlements
 # are picked up by the periodic sweeps, which read the outbox rows this statement wrote.
@@ -205,18 +194,13 @@ def issue_customer_invoice(
 # bigint where n cannot overflow (price ≤ 1000 per hour, seconds ≤ 9·10⁶, factor ≤ 1000: n ≤ 9·10¹⁸),
 # else in numeric; the same result either way, bigint is several times cheaper per line.
 #
-# Foreign keys, checked set-based: the statement's last CTEs do what the row-by-row foreign-key
-# triggers do, once for all rows. Rows that existed before: every referenced user and deployment is
-# locked FOR KEY SHARE (so none can be deleted before commit; one deleted by a transaction that
-# committed after this statement's snapshot is not returned by the lock) and counted — each new
-# invoice has its own customer and each new charge its own deployment, so `dangling` (expected minus
-# locked) is the number of rows whose target is missing; a settlement request and a notification
-# have the customer of their invoice. Rows written by this statement: a line's invoice_id is the id
-# RETURNING gave for its invoice, a charge's invoice_id/invoice_line_id those of its line — present
-# by construction. The caller rolls back unless `dangling` is 0. When the database role may set
-# session_replication_role, the caller turns the row triggers off for this statement only (about
-# 10^7 trigger calls at 10⁶ customers, most of the run's time); otherwise the triggers run too, and
-# the check is redundant. The locks are taken last, so rows are held only for the end of the run.
+# Foreign keys hold by construction. Each new invoice's customer and each line's deployment is a row
+# this statement read, and users and deployments are never deleted nor change id (the database refuses
+# it, in every session), so none can go away before commit: no row lock is needed. A line's invoice_id
+# is the id RETURNING gave for its invoice; a settlement request and a notification have the customer
+# of their invoice. So when the database role may set session_replication_role, the caller turns the
+# row-by-row foreign-key triggers off for this statement only (about 10^7 trigger calls at 10⁶
+# customers, most of the run's time); otherwise they run too and check what already holds.
 _BULK_SQL = """
 WITH ev AS (
     SELECT e.deployment_id, e.kind, e.occurred_at,
@@ -230,7 +214,8 @@ WITH ev AS (
     FROM ev WHERE kind IN ('succeeded', 'resumed')
     GROUP BY deployment_id
 ), billed AS (
-    SELECT deployment_id, SUM(seconds)::bigint AS seconds FROM usage_charges GROUP BY deployment_id
+    SELECT deployment_id, SUM(seconds)::bigint AS seconds FROM invoice_lines WHERE deployment_id IS NOT NULL
+    GROUP BY deployment_id
 ), todo AS (
     SELECT d.id AS deployment_id, d.customer_id, d.name, d.plan_name, d.hourly_price,
            run.seconds - COALESCE(billed.seconds, 0) AS seconds
@@ -301,12 +286,7 @@ WITH ev AS (
            u.plan_name, u.deployment_id, u.seconds, u.hourly_price, u.amount_cents
     FROM usage u
     JOIN new_invoices i ON i.customer_id = u.customer_id
-    RETURNING id, invoice_id, deployment_id, seconds, amount_cents
-), new_charges AS (
-    INSERT INTO usage_charges (deployment_id, invoice_id, invoice_line_id, billing_period, seconds, amount_cents,
-                               created_at)
-    SELECT deployment_id, invoice_id, id, :period, seconds, amount_cents, :now FROM new_lines
-    RETURNING deployment_id
+    RETURNING id
 ), settlements AS (
     INSERT INTO settlement_requests (customer_id, generation, requested_at)
     SELECT customer_id, 1, :now FROM new_invoices
@@ -319,40 +299,31 @@ WITH ev AS (
     UPDATE invoice_number_counters SET last_seq = last_seq + (SELECT count(*) FROM new_invoices)
     WHERE year = :year AND EXISTS (SELECT 1 FROM new_invoices)
     RETURNING last_seq
-), locked_users AS (  -- = ANY(array): the index is walked in key order, each page read and dirtied once
-    SELECT u.id FROM users u WHERE u.id = ANY(ARRAY(SELECT customer_id FROM new_invoices)) FOR KEY SHARE
-), locked_deployments AS (
-    SELECT d.id FROM deployments d WHERE d.id = ANY(ARRAY(SELECT deployment_id FROM new_charges)) FOR KEY SHARE
 )
 SELECT (SELECT count(*) FROM new_invoices) AS invoices,
-       (SELECT count(*) FROM new_charges) AS lines,
+       (SELECT count(*) FROM new_lines) AS lines,
        (SELECT last_seq FROM counter) AS last_seq,
        (SELECT CASE WHEN count(*) <= :handover_limit THEN array_agg(customer_id) END FROM settlements) AS customer_ids,
        (SELECT CASE WHEN count(*) <= :handover_limit THEN coalesce(array_agg(id) FILTER (WHERE status = 'pending'), '{{}}') END
-        FROM issued) AS notification_ids,
-       (SELECT count(*) FROM new_invoices) - (SELECT count(*) FROM locked_users)
-       + (SELECT count(*) FROM new_charges) - (SELECT count(*) FROM locked_deployments) AS dangling
+        FROM issued) AS notification_ids
 """.format(issued_notifications=notifications.bulk_insert_sql(
     "invoice_issued", "invoice_issued",
     "SELECT customer_id, 'invoice-issued:' || id AS key, 'Your Paydesk invoice ' || number AS subject, "
     "json_build_object('invoice_id', id) AS context, json_build_array('invoice_pdf', id) AS attachment "
     "FROM new_invoices",
-    order_by_key=False, customers_locked=True))
-
-
-class DanglingReference(InvoicingError):
-    """A row the bulk run wrote references a row that does not exist (what a foreign key refuses)."""
+    order_by_key=False, customers_known=True))
 
 
 _OTHER_TRIGGERS_SQL = """
     SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE NOT tgisinternal AND tgrelid IN (
-        'invoices'::regclass, 'invoice_lines'::regclass, 'usage_charges'::regclass, 'settlement_requests'::regclass))"""
+        'invoices'::regclass, 'invoice_lines'::regclass, 'settlement_requests'::regclass,
+        'notifications'::regclass))"""
 
 
 def _row_triggers_off(session: Session) -> bool:
     """Turn off the row-by-row foreign-key triggers until `SET LOCAL session_replication_role = origin`
-    (or the end of the transaction) if this role may; False (triggers on) otherwise. The bulk statement
-    checks its references set-based either way. Only while the tables it writes have no other trigger
+    (or the end of the transaction) if this role may; False (triggers on) otherwise. The bulk statement's
+    references hold by construction either way. Only while the tables it writes have no other trigger
     (replica mode would skip those too)."""
     if session.execute(text(_OTHER_TRIGGERS_SQL)).scalar_one():
         return False
@@ -403,8 +374,6 @@ def issue_monthly_invoices_bulk(session: Session, period: str, *, now: datetime 
         ).one()
         if triggers_off:
             session.execute(text("SET LOCAL session_replication_role = origin"))
-        if row.dangling:
-            raise DanglingReference(f"{row.dangling} rows of the {period} run reference a missing row; nothing issued.")
         report.invoices, report.lines = row.invoices, row.lines
         if report.invoices:
             if row.last_seq != last_seq + report.invoices:
@@ -472,11 +441,11 @@ def recompute_usage(session: Session, period: str, *, now: datetime | None = Non
     charged = {
         row.deployment_id: row
         for row in session.execute(
-            select(UsageCharge.deployment_id, func.sum(UsageCharge.seconds).label("seconds"),
-                   func.sum(UsageCharge.amount_cents).label("cents"), func.min(Invoice.number).label("number"))
-            .join(Invoice, Invoice.id == UsageCharge.invoice_id)
-            .where(UsageCharge.billing_period == period)
-            .group_by(UsageCharge.deployment_id)
+            select(InvoiceLine.deployment_id, func.sum(InvoiceLine.seconds).label("seconds"),
+                   func.sum(InvoiceLine.amount_cents).label("cents"), func.min(Invoice.number).label("number"))
+            .join(Invoice, Invoice.id == InvoiceLine.invoice_id)
+            .where(Invoice.billing_period == period, InvoiceLine.deployment_id.is_not(None))
+            .group_by(InvoiceLine.deployment_id)
         )
     }
     candidate_ids = set(charged) | set(

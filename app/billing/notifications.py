@@ -129,19 +129,20 @@ def queue_notification(session: Session, *, user_id: int, kind: str, key: str, s
 
 
 def bulk_insert_sql(kind: str, template: str, source_sql: str, *, order_by_key: bool = True,
-                    customers_locked: bool = False) -> str:
+                    customers_known: bool = False) -> str:
     """The INSERT … SELECT of set-based `queue_notification` (PostgreSQL), `… RETURNING id, status`, for
     `queue_notifications_bulk` or as a data-modifying CTE of a larger statement: `source_sql` is a
     SELECT yielding `customer_id, key, subject, context (json), attachment (json or NULL)`. Same rules
     as one notification: unique keys (existing ones are left alone), receipts skipped for customers
     who turned them off, the Message-ID derived from the key. Bind `bulk_insert_params` with it.
     `order_by_key` inserts in key order (index locality) when the source's order is not already that.
-    Rows of a customer that does not exist are dropped, unless `customers_locked` (the caller has every
-    customer locked FOR KEY SHARE already): then a kind that reads no preference does not join users."""
+    Rows of a customer that does not exist are dropped, unless `customers_known` (every customer of the
+    source is a user row the caller's statement read, and users are never deleted): then a kind that
+    reads no preference does not join users."""
     if kind not in KINDS:
         raise UnknownNotificationKind(kind)
     wanted = "u.email_receipts" if is_optional(kind) else "true"
-    users_join = "" if customers_locked and not is_optional(kind) else "JOIN users u ON u.id = s.customer_id"
+    users_join = "" if customers_known and not is_optional(kind) else "JOIN users u ON u.id = s.customer_id"
     return f"""
         INSERT INTO notifications (customer_id, kind, key, subject, template, context, attachment, status,
                                    message_id, created_at, next_attempt_at, attempts, skipped_at)

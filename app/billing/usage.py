@@ -6,7 +6,7 @@ in time order only (an older event is rejected with `EventOutOfOrder`), so the e
 always a valid state machine and any bill can be recomputed.
 
 Unbilled seconds of a deployment up to time T = its running seconds before T minus the seconds
-already on invoices (`usage_charges`): usage is never billed twice and a late event for a closed
+already on invoices (the seconds of its invoice lines): usage is never billed twice and a late event for a closed
 period lands on the next invoice.
 """
 
@@ -22,9 +22,10 @@ from sqlalchemy.orm import Session
 from app.billing import notifications
 from app.billing.money import minor_unit_factor, usage_amount_cents
 from app.billing.periods import period_bounds  # noqa: F401  (re-exported)
+from app.models import InvoiceLine
 from app.models.base import utcnow
 from app.models.customer import User
-from app.models.usage import Deployment, DeploymentEvent, Plan, PlanPrice, UsageCharge
+from app.models.usage import Deployment, DeploymentEvent, Plan, PlanPrice
 
 # Deployments that cost (or are about to cost) money: created but not yet answered, and running.
 ACTIVE_STATES = ("in_progress", "running")
@@ -101,9 +102,9 @@ def billed_seconds(session: Session, deployment_ids) -> dict[int, int]:
     if not ids:
         return {}
     rows = session.execute(
-        select(UsageCharge.deployment_id, func.sum(UsageCharge.seconds))
-        .where(UsageCharge.deployment_id.in_(ids))
-        .group_by(UsageCharge.deployment_id)
+        select(InvoiceLine.deployment_id, func.sum(InvoiceLine.seconds))
+        .where(InvoiceLine.deployment_id.in_(ids))
+        .group_by(InvoiceLine.deployment_id)
     )
     return {deployment_id: int(seconds) for deployment_id, seconds in rows}
 

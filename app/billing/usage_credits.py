@@ -19,7 +19,6 @@ from app.billing.money import usage_amount_cents
 from app.billing.monthly import recompute_usage
 from app.models import Invoice, InvoiceLine
 from app.models.credit_note import CreditNote, CreditNoteLine
-from app.models.usage import UsageCharge
 
 
 @dataclass(frozen=True)
@@ -59,10 +58,9 @@ def usage_credit_suggestions(session: Session, period: str, *, now: datetime | N
     if not lower:
         return []
     charges = session.execute(
-        select(UsageCharge.deployment_id, InvoiceLine, Invoice)
-        .join(InvoiceLine, InvoiceLine.id == UsageCharge.invoice_line_id)
-        .join(Invoice, Invoice.id == UsageCharge.invoice_id)
-        .where(UsageCharge.billing_period == period, UsageCharge.deployment_id.in_(list(lower)))
+        select(InvoiceLine.deployment_id, InvoiceLine, Invoice)
+        .join(Invoice, Invoice.id == InvoiceLine.invoice_id)
+        .where(Invoice.billing_period == period, InvoiceLine.deployment_id.in_(list(lower)))
         .order_by(Invoice.issued_at.desc(), Invoice.id.desc())
     ).all()
     line_ids = [line.id for _, line, _ in charges]

@@ -89,14 +89,20 @@ class Invoice(Base):
 
 
 class InvoiceLine(Base):
+    """One line of an invoice. A usage line names its deployment and the running seconds it bills:
+    those seconds are billed, so a deployment's unbilled seconds are its running seconds minus the
+    seconds of its lines (at most one line per deployment and invoice)."""
+
     __tablename__ = "invoice_lines"
+    __table_args__ = (UniqueConstraint("deployment_id", "invoice_id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id", ondelete="CASCADE"), index=True)
     position: Mapped[int] = mapped_column(Integer, default=0)
     description: Mapped[str] = mapped_column(String(300))
     plan_name: Mapped[str | None] = mapped_column(String(120))
-    deployment_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    # lookups by deployment use the unique (deployment_id, invoice_id) index
+    deployment_id: Mapped[int | None] = mapped_column(ForeignKey("deployments.id"))
     seconds: Mapped[int | None] = mapped_column(BigInteger)
     hourly_price: Mapped[Decimal | None] = mapped_column(Numeric(18, 6))
     amount_cents: Mapped[int] = mapped_column(BigInteger)

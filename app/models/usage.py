@@ -3,8 +3,9 @@
 Prices are versioned: a new price is a new `PlanPrice` row with its effective time, never an update.
 A deployment snapshots the hourly price in force when it was created. Lifecycle changes are
 append-only `DeploymentEvent` rows; `Deployment.state` is only a cache of the latest event, so any
-bill can be recomputed from the events. `UsageCharge` records which running seconds of a
-deployment are already on an invoice (linked to the invoice line), so usage is never billed twice.
+bill can be recomputed from the events. The seconds of a deployment's invoice lines
+(`InvoiceLine.deployment_id`, one line per deployment and invoice) are what is already billed, so
+usage is never billed twice. Deployments (like users) are never deleted: the database refuses it.
 """
 
 from datetime import datetime
@@ -116,24 +117,3 @@ class DeploymentEvent(Base):
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     payload: Mapped[dict | None] = mapped_column(JSON)
-
-
-class UsageCharge(Base):
-    """Running seconds of one deployment billed on one invoice line. Append-only.
-
-    A deployment's unbilled seconds up to a time T = its running seconds before T (from the events)
-    minus the sum of its charges, so a late event for a closed period lands on the next invoice.
-    """
-
-    __tablename__ = "usage_charges"
-    __table_args__ = (UniqueConstraint("deployment_id", "invoice_id"),)
-
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    # lookups by deployment use the unique (deployment_id, invoice_id) index: no separate index
-    deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id"))
-    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id"), index=True)
-    invoice_line_id: Mapped[int] = mapped_column(ForeignKey("invoice_lines.id"), unique=True)
-    billing_period: Mapped[str] = mapped_column(String(7))
-    seconds: Mapped[int] = mapped_column(BigInteger)
-    amount_cents: Mapped[int] = mapped_column(BigInteger)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

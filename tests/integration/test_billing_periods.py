@@ -14,7 +14,7 @@ from app.billing.dunning import voucher_runway
 from app.billing.ledger import post_entry
 from app.billing.usage import events_by_deployment, period_bounds, running_seconds
 from app.models import AuditLog, Invoice, InvoiceLine
-from app.models.usage import Deployment, UsageCharge
+from app.models.usage import Deployment
 from tests.conftest import PLATFORM_TOKEN, get_csrf, login
 from tests.integration.usage_helpers import at, event, make_plan, run_deployment
 
@@ -47,7 +47,7 @@ def _line_seconds(session, invoice):
 
 def _counts(session):
     session.expire_all()
-    return (session.scalar(select(func.count(Invoice.id))), session.scalar(select(func.count(UsageCharge.id))))
+    return (session.scalar(select(func.count(Invoice.id))), session.scalar(select(func.count(InvoiceLine.id))))
 
 
 def _recompute(app, period) -> str:
@@ -102,7 +102,7 @@ def test_the_five_second_vm_invoiced_this_month_bills_five_seconds_next_month_is
         late = _issue_by_hand(client, customer, "2026-11")
         assert late.status_code == 422 and "already has an invoice for 2026-11" in late.get_data(as_text=True)
     deployment_id = session.scalar(select(Deployment.id))
-    assert session.scalar(select(func.sum(UsageCharge.seconds)).where(UsageCharge.deployment_id == deployment_id)) \
+    assert session.scalar(select(func.sum(InvoiceLine.seconds)).where(InvoiceLine.deployment_id == deployment_id)) \
         == 5 + 228 * 3600
 
 
@@ -170,8 +170,8 @@ def test_recompute_usage_finds_no_difference_after_every_invoicing_path(app, cli
         deployments = list(session.scalars(select(Deployment)))
         events = events_by_deployment(session, [d.id for d in deployments])
         for deployment in deployments:
-            billed = session.scalar(select(func.sum(UsageCharge.seconds))
-                                    .where(UsageCharge.deployment_id == deployment.id))
+            billed = session.scalar(select(func.sum(InvoiceLine.seconds))
+                                    .where(InvoiceLine.deployment_id == deployment.id))
             assert billed == running_seconds(events[deployment.id], None, period_bounds("2026-12")[1])
 
 

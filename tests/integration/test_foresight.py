@@ -90,7 +90,7 @@ def test_the_admin_customer_page_shows_the_same_forecast(app, session, factory, 
 
 def test_usage_already_on_an_invoice_is_not_counted_again(app, session, factory):
     from app.billing.invoices import LineSpec, create_invoice, issue_invoice
-    from app.models.usage import Deployment, UsageCharge
+    from app.models.usage import Deployment
 
     customer = factory.customer(email="billed@example.com")
     add_card(session, customer)
@@ -98,12 +98,10 @@ def test_usage_already_on_an_invoice_is_not_counted_again(app, session, factory)
     run_deployment(session, customer, "vm-billed", "vm-small", "2026-11-10T00:00:00", name="web-1")
     # 100 hours of November already invoiced (as a by-hand month-to-date invoice records them)
     with travel(at("2026-11-14T04:00:00")):
-        invoice = create_invoice(session, customer.id, [LineSpec("web-1", 1000)], tax_rate=0)
-        issue_invoice(session, invoice.id, now=at("2026-11-14T04:00:00"))
         deployment = session.query(Deployment).filter_by(external_id="vm-billed").one()
-        session.add(UsageCharge(deployment_id=deployment.id, invoice_id=invoice.id,
-                                invoice_line_id=invoice.lines[0].id, billing_period="2026-11",
-                                seconds=100 * 3600, amount_cents=1000))
+        line = LineSpec("web-1", 1000, deployment_id=deployment.id, seconds=100 * 3600)
+        invoice = create_invoice(session, customer.id, [line], tax_rate=0, billing_period="2026-11")
+        issue_invoice(session, invoice.id, now=at("2026-11-14T04:00:00"))
         session.commit()
     forecast = customer_forecast(session, customer.id, at("2026-11-20T00:00:00"))
     # 240 h ran, 100 h invoiced: 140 h = $14.00 so far; at month end 404 h = $40.40 still to invoice

@@ -1,7 +1,6 @@
 """Monthly usage invoicing (SPEC §7) — worked examples with exact amounts, on both paths."""
 
 import threading
-import time
 from datetime import timedelta
 from decimal import Decimal
 
@@ -11,7 +10,6 @@ from sqlalchemy import func, select
 from app.billing import monthly
 from app.billing.usage import period_bounds
 from app.models import Invoice, InvoiceLine, InvoiceNumberCounter, SettlementRequest
-from app.models.usage import UsageCharge
 from tests.integration.usage_helpers import event, make_plan, run_deployment
 
 pytestmark = pytest.mark.integration
@@ -68,7 +66,7 @@ def test_deployment_across_month_end_is_split_across_two_invoices_by_the_second(
     november = _invoice(session, customer, "2026-11")
     # 2h15m × 0.10 = 22.5 cents → half-even → 22
     assert _lines(session, november) == [("dep-split", 2 * 3600 + 900, Decimal("0.100000"), 22)]
-    assert session.scalar(select(func.sum(UsageCharge.seconds))) == 13.5 * 3600 + 2.25 * 3600
+    assert session.scalar(select(func.sum(InvoiceLine.seconds))) == 13.5 * 3600 + 2.25 * 3600
 
 
 def test_price_change_mid_month_bills_old_deployments_at_old_price_and_new_ones_at_new(issue, session, factory):
@@ -144,7 +142,7 @@ def test_rerunning_issues_no_duplicate_invoice_or_line_and_requests_settlement(i
     session.expire_all()
     assert session.scalar(select(func.count(Invoice.id))) == 3
     assert session.scalar(select(func.count(InvoiceLine.id))) == 3
-    assert session.scalar(select(func.count(UsageCharge.id))) == 3
+    assert session.scalar(select(func.count(InvoiceLine.id))) == 3
     numbers = sorted(session.scalars(select(Invoice.number_seq)))
     assert numbers == [1, 2, 3]
     assert session.scalar(select(InvoiceNumberCounter.last_seq)) == 3
@@ -196,7 +194,7 @@ def test_concurrent_runs_from_two_threads_issue_each_invoice_once(issue, app, se
     session.expire_all()
     assert session.scalar(select(func.count(Invoice.id))) == 6
     assert session.scalar(select(func.count(InvoiceLine.id))) == 12
-    assert session.scalar(select(func.count(UsageCharge.id))) == 12
+    assert session.scalar(select(func.count(InvoiceLine.id))) == 12
     assert sorted(session.scalars(select(Invoice.number_seq))) == list(range(1, 7))
 
 
@@ -240,82 +238,86 @@ def test_monthly_job_then_settles_everyone_in_batches_through_the_worker(app, se
     assert session.get(type(funded), funded.id).cash_balance_cents == 760
 
 
-@pytest.mark.parametrize("row_triggers", [False, True], ids=["set_based_check", "row_triggers"])
-def test_bulk_run_refuses_a_deployment_deleted_while_it_runs_and_issues_nothing(
-    app, session, factory, monkeypatch, row_triggers
-):
-    """The bulk run checks its foreign keys set-based: a deployment deleted by a transaction that commits
-    while the run waits to lock it leaves the run with a charge for a missing deployment, so nothing is
-    issued — no invoice, number, line, charge, settlement request or notification. With the row triggers
-    on (a role that may not turn them off), they refuse it too."""
-    if row_triggers:
-        monkeypatch.setattr(monthly, "_row_triggers_off", lambda session: False)
+@pytest.mark.parametrize("replica", [False, True], ids=["origin", "replica_mode"])
+def test_users_and_deployments_are_never_deleted_nor_renumbered(session, factory, replica):
+    """What the bulk run's lines, invoices, settlement requests and notifications reference cannot go
+    away: the database refuses to delete a user or a deployment, or to change its id, in any session
+    (also one in replica mode, which skips ordinary triggers and foreign keys). Other columns change."""
     from sqlalchemy import text
-    from sqlalchemy.exc import IntegrityError
+    from sqlalchemy.exc import DBAPIError
 
     from app.extensions import db
-    from app.models.notification import Notification
     from app.models.usage import Deployment
 
-    kept, doomed = factory.customer(), factory.customer()
+    customer = factory.customer()
     make_plan(session)
-    run_deployment(session, kept, "kept", "vm-small", "2026-10-05T00:00:00", "2026-10-06T00:00:00")
-    run_deployment(session, doomed, "doomed", "vm-small", "2026-10-05T00:00:00", "2026-10-06T00:00:00")
-    doomed_id = session.scalar(select(Deployment.id).where(Deployment.external_id == "doomed"))
+    run_deployment(session, customer, "kept", "vm-small", "2026-10-05T00:00:00", "2026-10-06T00:00:00")
+    deployment_id = session.scalar(select(Deployment.id).where(Deployment.external_id == "kept"))
     session.commit()
-
-    deleter = db.new_session()
-    deleter.execute(text("DELETE FROM deployment_events WHERE deployment_id = :d"), {"d": doomed_id})
-    deleter.execute(text("DELETE FROM deployments WHERE id = :d"), {"d": doomed_id})  # not committed yet
-    errors = []
-
-    def run():
+    attempts = [
+        ("DELETE FROM deployments WHERE id = :d", {"d": deployment_id}),
+        ("DELETE FROM users WHERE id = :u", {"u": customer.id}),
+        ("UPDATE deployments SET id = id + 1000 WHERE id = :d", {"d": deployment_id}),
+        ("UPDATE users SET id = id + 1000 WHERE id = :u", {"u": customer.id}),
+    ]
+    for statement, params in attempts:
+        other = db.new_session()
         try:
-            with app.app_context():
-                s = db.new_session()
-                try:
-                    monthly.issue_monthly_invoices_bulk(s, "2026-10", now=period_bounds("2026-10")[1])
-                finally:
-                    s.close()
-        except Exception as exc:  # surfaced below
-            errors.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
+            if replica:
+                other.execute(text("SET LOCAL session_replication_role = replica"))
+            with pytest.raises(DBAPIError, match="never deleted and keep their id"):
+                other.execute(text(statement), params)
+        finally:
+            other.rollback()
+            other.close()
+    other = db.new_session()
     try:
-        # wait (bounded) until the run is blocked on the deleted deployment's row lock
-        deadline = time.monotonic() + 30
-        while not session.scalar(text(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' "
-            "AND query LIKE '%WITH ev AS%'"
-        )):
-            assert time.monotonic() < deadline, f"the run never waited for the deleted deployment: {errors}"
-            session.rollback()
-            time.sleep(0.05)
-        session.rollback()
-        deleter.commit()
+        other.execute(text("UPDATE users SET name = 'Renamed' WHERE id = :u"), {"u": customer.id})
+        other.execute(text("UPDATE deployments SET name = 'renamed' WHERE id = :d"), {"d": deployment_id})
+        other.commit()
     finally:
-        deleter.close()
-        thread.join(60)
-    assert not thread.is_alive()
-    assert len(errors) == 1 and isinstance(errors[0], (monthly.DanglingReference, IntegrityError)), errors
+        other.close()
     session.expire_all()
-    assert session.scalar(select(func.count(Invoice.id))) == 0
-    assert session.scalar(select(func.count(UsageCharge.id))) == 0
-    assert session.scalar(select(func.count(InvoiceLine.id))) == 0
-    assert session.scalar(select(func.count(SettlementRequest.customer_id))) == 0
-    assert session.scalar(select(func.count(Notification.id))) == 0
-    assert (session.scalar(select(InvoiceNumberCounter.last_seq)) or 0) == 0
+    assert session.get(Deployment, deployment_id).name == "renamed"
+    assert session.get(type(customer), customer.id).name == "Renamed"
 
-    # once the deletion is done, the next run bills the customer who is left
-    s = db.new_session()
+
+def test_bulk_run_takes_no_row_lock_on_customers_or_deployments(app, session, factory, monkeypatch):
+    """Users and deployments cannot be deleted, so the bulk run (row triggers off) does not lock them:
+    it completes while another transaction holds a customer's and a deployment's rows FOR UPDATE (the
+    strongest row lock, which a foreign-key check's FOR KEY SHARE would wait for). `lock_timeout`
+    bounds the wait should it lock them after all."""
+    from sqlalchemy import text
+
+    from app.extensions import db
+    from app.models.usage import Deployment
+
+    turned_off = []
+    real_row_triggers_off = monthly._row_triggers_off
+    monkeypatch.setattr(monthly, "_row_triggers_off", lambda s: turned_off.append(real_row_triggers_off(s)) or turned_off[-1])
+    customer = factory.customer()
+    make_plan(session)
+    run_deployment(session, customer, "busy", "vm-small", "2026-10-05T00:00:00", "2026-10-06T00:00:00")
+    deployment_id = session.scalar(select(Deployment.id).where(Deployment.external_id == "busy"))
+    session.commit()
+    holder = db.new_session()
     try:
-        report = monthly.issue_monthly_invoices_bulk(s, "2026-10", now=period_bounds("2026-10")[1])
+        holder.execute(text("SELECT id FROM users WHERE id = :u FOR UPDATE"), {"u": customer.id})
+        holder.execute(text("SELECT id FROM deployments WHERE id = :d FOR UPDATE"), {"d": deployment_id})
+        s = db.new_session()
+        try:
+            s.execute(text("SET LOCAL lock_timeout = '10s'"))  # the run's own transaction
+            report = monthly.issue_monthly_invoices_bulk(s, "2026-10", now=period_bounds("2026-10")[1])
+        finally:
+            s.close()
     finally:
-        s.close()
-    assert report.invoices == 1
+        holder.rollback()
+        holder.close()
+    assert turned_off == [True]  # the test database's role may turn the row triggers off
+    assert (report.invoices, report.lines) == (1, 1)
     session.expire_all()
-    assert [(i.customer_id, i.number_seq) for i in session.scalars(select(Invoice))] == [(kept.id, 1)]
+    line = session.scalar(select(InvoiceLine))
+    assert (line.deployment_id, line.seconds) == (deployment_id, 86400)
 
 
 @pytest.mark.parametrize("handover_limit", [1000, 1], ids=["small_run", "large_run"])

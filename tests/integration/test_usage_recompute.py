@@ -6,8 +6,8 @@ from sqlalchemy import func, select
 
 from app.billing import monthly
 from app.billing.pricing import ensure_demo_plans
-from app.models import AuditLog, Invoice
-from app.models.usage import Plan, UsageCharge
+from app.models import AuditLog, Invoice, InvoiceLine
+from app.models.usage import Plan
 from tests.conftest import get_csrf, login
 from tests.integration.usage_helpers import event, make_plan, run_deployment
 
@@ -24,14 +24,14 @@ def test_recompute_reports_a_difference_and_changes_nothing(app, session, factor
     clean = runner.invoke(args=["recompute-usage", "--period", "2026-10"])
     assert "deployments=2 differences=0" in clean.output
     event(session, customer, "b", "succeeded", "2026-10-31T00:00:00")  # late: after October was invoiced
-    before = session.execute(select(Invoice.total_cents, func.count(UsageCharge.id)).join(UsageCharge)
+    before = session.execute(select(Invoice.total_cents, func.count(InvoiceLine.id)).join(InvoiceLine)
                              .group_by(Invoice.id)).all()
     for _ in range(2):
         result = runner.invoke(args=["recompute-usage", "--period", "2026-10"])
         assert "billed 0s 0c, recomputed 86400s 240c" in result.output
         assert "deployments=2 differences=1" in result.output
     session.expire_all()
-    assert session.execute(select(Invoice.total_cents, func.count(UsageCharge.id)).join(UsageCharge)
+    assert session.execute(select(Invoice.total_cents, func.count(InvoiceLine.id)).join(InvoiceLine)
                            .group_by(Invoice.id)).all() == before
 
 
